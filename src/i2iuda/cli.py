@@ -1,0 +1,110 @@
+"""The ``i2iuda`` command line: a thin layer over library functions (which the tests call too).
+
+Bad input raises ``UserError``; ``main`` prints it as one line and exits with code 2
+(``--debug`` shows the traceback instead).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Unsupervised domain adaptation of semantic segmentation through image-to-image translation.")
+data_app = typer.Typer(no_args_is_help=True, help="Inspect data sets.")
+app.add_typer(data_app, name="data")
+
+_state = {"debug": False}
+
+
+def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
+    """'HxW' -> (H, W)."""
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        if h <= 0 or w <= 0:
+            raise ValueError
+        return h, w
+    except ValueError:
+        raise UserError(f"{option} {text!r}: expected HEIGHTxWIDTH, e.g. 128x256") from None
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks; log debug messages."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more.")) -> None:
+    _state["debug"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def synth(
+    out: Path = typer.Option(Path("data/synthetic"), "--out", help="Folder to write the benchmark to."),
+    n_source: int = typer.Option(2000, help="Source frames (GTA5 layout; 10% of them are its val holdout)."),
+    n_target_train: int = typer.Option(2000, help="Target train frames (Cityscapes layout)."),
+    n_target_val: int = typer.Option(500, help="Target val frames (Cityscapes layout, labelled)."),
+    size: str = typer.Option("128x256", help="Frame size HxW."),
+    seed: int = typer.Option(0, help="Seed: the same seed writes the same frames."),
+    workers: int = typer.Option(2, help="Processes that render and write frames."),
+    preview: bool = typer.Option(False, "--preview", help="Also write OUT/preview.png: frames with label overlays."),
+) -> None:
+    """Write the built-in synthetic two-domain benchmark (source in GTA5's layout, target in Cityscapes')."""
+    import time
+
+    from .data.synthetic import SynthConfig, generate, write_preview
+
+    h, w = parse_size(size)
+    cfg = SynthConfig(height=h, width=w, n_source=n_source, n_target_train=n_target_train,
+                      n_target_val=n_target_val, seed=seed, workers=workers)
+    for name in ("n_source", "n_target_train", "n_target_val"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    t0 = time.perf_counter()
+    generate(out, cfg)
+    dt = time.perf_counter() - t0
+    total = n_source + n_target_train + n_target_val
+    typer.echo(f"wrote {total} frames to {out} in {dt:.1f}s ({total / dt:.0f} frames/s, {workers} workers)")
+    typer.echo(f"  source: synthetic:{out}:source-train / source-val   target: synthetic:{out}:target-train / target-val")
+    if preview:
+        typer.echo(f"preview: {write_preview(out)}")
+
+
+@data_app.command("check")
+def data_check(
+    spec: str = typer.Argument(..., help="Data set as KIND:PATH[:SPLIT][,limit=N,seed=S], e.g. cityscapes:/data/cityscapes:val."),
+    workers: int = typer.Option(2, help="Decoding workers."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON."),
+) -> None:
+    """Summarise a data set: frame count, image sizes, class pixel frequencies, and problems found."""
+    from .data.check import check_dataset, format_report
+    from .io import write_json
+
+    report = check_dataset(spec, workers=workers)
+    typer.echo(format_report(report))
+    if json_out:
+        write_json(json_out, {"spec": report.spec, "frames": report.frames, "labelled": report.labelled,
+                              "image_sizes": {f"{w}x{h}": n for (w, h), n in report.image_sizes.items()},
+                              "class_frequency": report.class_frequency, "ignore_fraction": report.ignore_fraction,
+                              "problems": report.problems})
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        if _state["debug"]:
+            raise
+        print(f"i2iuda: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("i2iuda: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Joint image + mask transforms (torchvision.transforms.v2: masks are resized with nearest
+neighbour, padded with IGNORE and never blurred or normalised).
+
+Inputs are HxWx3 uint8 numpy images and HxW uint8 trainId masks (or None); outputs are a
+float CHW tensor normalised with ``mean``/``std`` and an int64 HxW mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from .labels import IGNORE
+
+
+@dataclass
+class AugmentConfig:
+    size: tuple[int, int] = (180, 360)  # (H, W) every frame is first resized to
+    scale: tuple[float, float] = (1.0, 1.0)  # random rescale of that size (1,1 = off)
+    crop: tuple[int, int] | None = None  # random crop (H, W) after rescaling; None = no crop
+    hflip: float = 0.5  # probability of a horizontal flip
+    blur: float = 0.0  # probability of a gaussian blur (image only)
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+
+
+class JointTransform:
+    """Wraps a v2 pipeline so it takes and returns numpy image/mask pairs."""
+
+    def __init__(self, pipeline: v2.Transform):
+        self.pipeline = pipeline
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None):
+        img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+        if mask is None:
+            return self.pipeline(img), None
+        img, m = self.pipeline(img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+        return img, m.as_subclass(torch.Tensor).long()
+
+
+def _to_float(mean, std) -> list[v2.Transform]:
+    return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(mean, std)]
+
+
+def train_transform(cfg: AugmentConfig) -> JointTransform:
+    h, w = cfg.size
+    steps: list[v2.Transform] = [v2.Resize((h, w), antialias=True)]
+    if tuple(cfg.scale) != (1.0, 1.0):
+        # RandomResize draws the shorter side; our frames are wider than tall, so that is H.
+        lo, hi = int(round(h * cfg.scale[0])), int(round(h * cfg.scale[1]))
+        steps.append(v2.RandomResize(lo, hi + 1, antialias=True))
+    if cfg.crop is not None:
+        steps.append(v2.RandomCrop(tuple(cfg.crop), pad_if_needed=True,
+                                   fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}))
+    if cfg.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(cfg.hflip))
+    if cfg.blur > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=cfg.blur))
+    return JointTransform(v2.Compose(steps + _to_float(cfg.mean, cfg.std)))
+
+
+def eval_transform(size: tuple[int, int] | None, resize_mask: bool = False,
+                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> JointTransform:
+    """Resize the image to ``size`` (None = keep); keep the mask at full resolution unless
+    ``resize_mask`` (then nearest neighbour), since the published protocol scores at full size."""
+    norm = v2.Compose(_to_float(mean, std))
+    if size is None:
+        return JointTransform(norm)
+    resize = v2.Resize(tuple(size), antialias=True)
+
+    def pipeline(img, mask=None):
+        if mask is None:
+            return norm(resize(img))
+        if resize_mask:
+            img, mask = resize(img, mask)
+        else:
+            img = resize(img)
+        return norm(img), mask
+
+    return JointTransform(pipeline)
+
+
+def denormalize(x: torch.Tensor, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> np.ndarray:
+    """NCHW or CHW normalised float tensor -> NHWC/HWC uint8 numpy, for pictures."""
+    m = torch.tensor(mean, device=x.device).view(-1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(-1, 1, 1)
+    y = (x.detach().float() * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return y.movedim(-3, -1).cpu().numpy()

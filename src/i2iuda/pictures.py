@@ -1,0 +1,39 @@
+"""Image grids for previews, training snapshots and reports."""
+from __future__ import annotations
+
+import numpy as np
+import cv2
+
+
+def fit(image: np.ndarray, height: int) -> np.ndarray:
+    """Resize an HxWx3 uint8 image to a given height, keeping its aspect ratio."""
+    h, w = image.shape[:2]
+    if h == height:
+        return image
+    return cv2.resize(image, (max(1, round(w * height / h)), height), interpolation=cv2.INTER_AREA)
+
+
+def grid(rows: list[list[np.ndarray]], height: int | None = None, pad: int = 2,
+         captions: list[str] | None = None) -> np.ndarray:
+    """Tile rows of HxWx3 uint8 images (all resized to one height) with white padding.
+    ``captions`` label the columns in a strip above the first row."""
+    height = height or rows[0][0].shape[0]
+    tiles = [[fit(im, height) for im in row] for row in rows]
+    width = max(sum(t.shape[1] for t in row) + pad * (len(row) + 1) for row in tiles)
+    lines = []
+    for row in tiles:
+        line = np.full((height + pad, width, 3), 255, np.uint8)
+        x = pad
+        for t in row:
+            line[pad:, x:x + t.shape[1]] = t
+            x += t.shape[1] + pad
+        lines.append(line)
+    out = np.concatenate(lines + [np.full((pad, width, 3), 255, np.uint8)], 0)
+    if captions:
+        strip = np.full((16, width, 3), 255, np.uint8)
+        x = pad
+        for cap, t in zip(captions, tiles[0]):
+            cv2.putText(strip, cap, (x + 2, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+            x += t.shape[1] + pad
+        out = np.concatenate([strip, out], 0)
+    return out
