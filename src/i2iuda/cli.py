@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Unsupervised domain adaptation of semantic segmentation through image-to-image translation.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data sets.")
 app.add_typer(data_app, name="data")
+translate_app = typer.Typer(no_args_is_help=True, help="Train an unpaired translator (CycleGAN) and apply it.")
+app.add_typer(translate_app, name="translate")
 
 _state = {"debug": False}
 
@@ -91,6 +93,49 @@ def data_check(
                               "image_sizes": {f"{w}x{h}": n for (w, h), n in report.image_sizes.items()},
                               "class_frequency": report.class_frequency, "ignore_fraction": report.ignore_fraction,
                               "problems": report.problems})
+
+
+@translate_app.command("train")
+def translate_train(
+    out: Path = typer.Option(..., "--out", help="Run folder (config, logs, grids, checkpoints)."),
+    source: str | None = typer.Option(None, help="Source data spec, e.g. gta5:/data/GTA5:train."),
+    target: str | None = typer.Option(None, help="Target data spec, e.g. cityscapes:/data/cityscapes:train."),
+    config: Path | None = typer.Option(None, "--config", help="YAML config (see configs/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. model.ngf=32 epochs=10."),
+) -> None:
+    """Train CycleGAN source -> target. Resumable; under torchrun it trains with DDP."""
+    from .translation.train import resolve_config, train_translator
+
+    extra = list(overrides or [])
+    if source:
+        extra.append(f"source={source}")
+    if target:
+        extra.append(f"target={target}")
+    cfg = resolve_config(out, config, extra, resume)
+    summary = train_translator(cfg, out, resume=resume)
+    typer.echo(f"{summary['steps']} steps in {summary['wall_seconds']:.0f}s "
+               f"({summary['steps_per_second']} steps/s); run folder: {out}")
+
+
+@translate_app.command("apply")
+def translate_apply(
+    run: Path = typer.Option(..., "--run", help="A translate-train run folder."),
+    source: str = typer.Option(..., "--source", help="Data set to translate (spec)."),
+    out: Path = typer.Option(..., "--out", help="Output folder; keeps the input's layout and labels."),
+    size: str | None = typer.Option(None, help="HxW, or 'full' for each frame's own size (default: training size)."),
+    direction: str = typer.Option("s2t", help="s2t (G: source->target) or t2s (F: target->source)."),
+    batch_size: int = typer.Option(4, help="Frames per forward pass."),
+    workers: int = typer.Option(2, help="Decoding workers."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    amp: str = typer.Option("none", help="none, bf16 or fp16 (CUDA)."),
+) -> None:
+    """Translate a whole data set with a trained generator (skips frames already written)."""
+    from .translation.apply import apply_translator
+
+    target_size = size if size == "full" else parse_size(size)
+    r = apply_translator(run, source, out, target_size, direction, batch_size, workers, device, amp)
+    typer.echo(f"translated {r['translated']} frames ({r['skipped']} already there), {r['labels']} labels -> {out}")
 
 
 def main() -> None:

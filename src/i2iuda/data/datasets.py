@@ -106,6 +106,7 @@ class Index:
     samples: list[Sample]
     label_format: str | None  # "gta5" | "cityscapes" | "synthia" | None (unlabelled)
     problems: list[str] = field(default_factory=list)
+    root: Path = Path(".")  # the folder that Sample.rel is relative to
 
     @property
     def labelled(self) -> bool:
@@ -224,7 +225,7 @@ def build_index(spec: DataSpec | str) -> Index:
         samples, fmt = [Sample(p, None, p.relative_to(root).as_posix()) for p in _list_images(root)], None
     if not samples:
         raise DataError(f"{spec}: no images found")
-    return Index(spec, _subset(samples, spec.limit, spec.seed), fmt, problems)
+    return Index(spec, _subset(samples, spec.limit, spec.seed), fmt, problems, Path(spec.root))
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -233,7 +234,7 @@ def read_image(path: Path) -> np.ndarray:
     """-> HxWx3 uint8 RGB."""
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.array(img.convert("RGB"))  # writable, for torch.from_numpy
     except Exception as e:  # PIL raises several types for truncated or corrupt files
         raise DataError(f"{path}: unreadable image ({e})") from None
 

@@ -36,9 +36,9 @@ class JointTransform:
     def __call__(self, image: np.ndarray, mask: np.ndarray | None):
         img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         if mask is None:
-            return self.pipeline(img), None
+            return self.pipeline(img).as_subclass(torch.Tensor), None
         img, m = self.pipeline(img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
-        return img, m.as_subclass(torch.Tensor).long()
+        return img.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).long()
 
 
 def _to_float(mean, std) -> list[v2.Transform]:

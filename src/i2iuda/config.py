@@ -1,0 +1,121 @@
+"""Typed configs: dataclasses, read from YAML, overridden with ``key.sub=value`` pairs, and
+saved with every run as YAML.
+
+    cfg = load_config(TranslateConfig, "configs/x.yaml", ["model.ngf=32", "data.size=[64,128]"])
+    save_config(cfg, run / "config.yaml")
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from .errors import UserError
+from .io import write_yaml
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> Any:
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, (list, tuple)):
+        return [to_dict(v) for v in cfg]
+    return cfg
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, where) for v in value)
+        if len(args) != len(value):
+            raise UserError(f"{where}: expected {len(args)} values, got {value!r}")
+        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+    if origin is list:
+        return [_convert(typing.get_args(tp)[0], v, where) for v in value]
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise UserError(f"{where}: {value!r} is not one of {', '.join(map(str, typing.get_args(tp)))}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise UserError(f"{where}: expected {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
+    # missing keys keep their defaults
+    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """'model.ngf=32' -> {'model': {'ngf': 32}} (the value is read as YAML)."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise UserError(f"override {text!r}: expected key=value, e.g. model.ngf=32")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    node: dict = {}
+    cur = node
+    parts = key.split(".")
+    for p in parts[:-1]:
+        cur[p] = {}
+        cur = cur[p]
+    cur[parts[-1]] = parsed
+    return node
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = (), base: T | None = None) -> T:
+    """Defaults (or ``base``) <- YAML file <- overrides."""
+    data = to_dict(base if base is not None else cls())
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"--config {path}: file not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{path}: expected a mapping at the top level")
+        data, where = _merge(data, loaded), str(path)
+    for o in overrides:
+        data = _merge(data, parse_override(o))
+    return from_dict(cls, data, where)
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    write_yaml(path, to_dict(cfg))

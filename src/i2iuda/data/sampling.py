@@ -1,0 +1,52 @@
+"""A deterministic, resumable stream of training samples.
+
+Training sees one endless stream of sample positions p = 0, 1, 2, ...; position p is frame
+``perm_c[p % n]`` of cycle ``c = p // n`` (a fresh permutation per pass over the data), and its
+random augmentation is seeded by (seed, p). So a run resumed at step k sees exactly the frames
+and augmentations it would have seen, whatever the number of DataLoader workers; under DDP,
+rank r of W takes positions ``step * batch * W + r * batch + [0, batch)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class StreamSampler(torch.utils.data.Sampler):
+    """Yields ``(draw_seed, index)`` for steps ``start_step .. total_steps - 1`` of this rank."""
+
+    def __init__(self, n: int, batch: int, seed: int, start_step: int, total_steps: int, rank: int = 0, world: int = 1):
+        self.n, self.batch, self.seed = n, batch, seed
+        self.start, self.total, self.rank, self.world = start_step, total_steps, rank, world
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0) * self.batch
+
+    def _perm(self, cycle: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, cycle]).permutation(self.n)
+
+    def __iter__(self):
+        cycle, perm = -1, None
+        for step in range(self.start, self.total):
+            for j in range(self.batch):
+                p = (step * self.world + self.rank) * self.batch + j
+                if p // self.n != cycle:
+                    cycle = p // self.n
+                    perm = self._perm(cycle)
+                yield int(np.random.default_rng([self.seed, p, 7]).integers(2**62)), int(perm[p % self.n])
+
+
+class Seeded(torch.utils.data.Dataset):
+    """Runs ``dataset[index]`` with torch's RNG seeded by the draw, so transforms are reproducible."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        draw, index = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(draw)
+            return self.dataset[index]

@@ -1,0 +1,170 @@
+"""CycleGAN: the paper's nets, one step, learning a colour shift, resume, apply, DDP."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from i2iuda.config import load_config
+from i2iuda.data.datasets import build_index
+from i2iuda.translation.apply import apply_translator
+from i2iuda.translation.cyclegan import CycleGANConfig, Discriminator, Generator, build_cyclegan, train_step
+from i2iuda.translation.train import TranslateConfig, lr_factor, train_translator
+
+TINY = ["model.ngf=8", "model.ndf=8", "model.n_blocks=1", "data.size=[32,64]", "data.batch_size=2",
+        "data.workers=0", "device=cpu", "log_every=2", "image_every=4", "checkpoint_every=4"]
+
+
+def test_parameter_counts_match_reference():
+    count = lambda net: sum(p.numel() for p in net.parameters())
+    assert round(count(Generator(64, 9)) / 1e6, 3) == 11.378
+    assert round(count(Discriminator(64)) / 1e6, 3) == 2.765
+    assert count(Generator(16, 2)) < count(Generator(16, 4))  # width and depth configurable
+
+
+def test_shapes_and_no_sigmoid():
+    g, d = Generator(8, 1), Discriminator(8)
+    x = torch.randn(2, 3, 36, 68)
+    assert g(x).shape == x.shape and g(x).abs().max() <= 1
+    scores = d(torch.randn(1, 3, 256, 256))
+    assert scores.shape == (1, 1, 30, 30)  # 70x70 receptive field patches
+    assert not any(isinstance(m, torch.nn.Sigmoid) for m in d.modules())  # LSGAN: raw scores
+
+
+def test_one_step_changes_all_four_nets_and_losses_are_finite():
+    cfg = CycleGANConfig(ngf=8, ndf=8, n_blocks=1, identity=True)
+    m = build_cyclegan(cfg, torch.device("cpu"))
+    nets = {"G": m.gens.G, "F": m.gens.F, "D_T": m.discs.D_T, "D_S": m.discs.D_S}
+    before = {k: [p.detach().clone() for p in n.parameters()] for k, n in nets.items()}
+    loss, out = train_step(m, torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1,
+                           torch.autocast("cpu", enabled=False))
+    for k, n in nets.items():
+        changed = any(not torch.equal(a, b) for a, b in zip(before[k], n.parameters()))
+        assert changed, k
+    assert set(loss) >= {"G_gan", "F_gan", "cycle_s", "cycle_t", "idt_s", "idt_t", "D_T", "D_S"}
+    assert all(torch.isfinite(v) for v in loss.values())
+    assert len(m.pool_t.images) == 2  # the history pool filled
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 0.5, "linear") == 1 and lr_factor(49, 100, 0.5, "linear") == 1
+    assert lr_factor(75, 100, 0.5, "linear") == pytest.approx(0.5)
+    assert lr_factor(75, 100, 0.5, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 100, 0.5, "cosine") == pytest.approx(0.0, abs=1e-9)
+    assert lr_factor(60, 100, 0.5, "cosine") > lr_factor(60, 100, 0.5, "linear")
+
+
+@pytest.fixture(scope="module")
+def toy_domains(tmp_path_factory, synth_root):
+    """Source = synthetic source frames; target = the same kind of frames with a strong colour
+    shift (red and blue swapped, darker): a gap a translator must learn."""
+    root = tmp_path_factory.mktemp("toy")
+    src = build_index(f"synthetic:{synth_root}:source")
+    (root / "target").mkdir()
+    for s in src.samples:
+        img = np.asarray(Image.open(s.image).convert("RGB")).astype(np.float32)
+        Image.fromarray((img[..., ::-1] * 0.6).astype(np.uint8)).save(root / "target" / s.image.name)
+    return f"synthetic:{synth_root}:source", f"folder:{root / 'target'}"
+
+
+def color_mean(spec_or_array):
+    if isinstance(spec_or_array, str):
+        idx = build_index(spec_or_array)
+        return np.mean([np.asarray(Image.open(s.image).convert("RGB")).reshape(-1, 3).mean(0) for s in idx.samples], 0)
+    return spec_or_array.reshape(-1, 3).mean(0)
+
+
+def test_translation_moves_colour_statistics_toward_target(toy_domains, tmp_path):
+    source, target = toy_domains
+    cfg = load_config(TranslateConfig, None, TINY + [f"source={source}", f"target={target}", "epochs=1",
+                                                     "steps_per_epoch=300", "model.ngf=16", "model.n_blocks=2",
+                                                     "data.batch_size=4", "checkpoint_every=300", "image_every=300",
+                                                     "log_every=50"])
+    train_translator(cfg, tmp_path / "run", progress=False)
+    apply_translator(tmp_path / "run", source, tmp_path / "out", workers=0, progress=False)
+    mu_s, mu_t = color_mean(source), color_mean(target)
+    mu_g = color_mean(f"folder:{tmp_path / 'out' / 'images'}")
+    # the translated frames' mean colour is much closer to the target's than the source's was
+    assert np.abs(mu_g - mu_t).sum() < 0.5 * np.abs(mu_s - mu_t).sum(), (mu_s, mu_g, mu_t)
+    assert (tmp_path / "run" / "images").glob("*.png")
+    assert list((tmp_path / "run" / "tb").iterdir())
+
+
+def _weights(run: Path) -> dict:
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    return {**{f"g.{k}": v for k, v in ckpt["gens"].items()}, **{f"d.{k}": v for k, v in ckpt["discs"].items()}}
+
+
+def test_resume_is_exact(synth_root, tmp_path):
+    over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
+                   "epochs=2", "steps_per_epoch=4", "model.pool_size=3", "data.workers=1"]
+    cfg = load_config(TranslateConfig, None, over)
+    train_translator(cfg, tmp_path / "once", progress=False)
+    train_translator(cfg, tmp_path / "twice", stop_at_step=4, progress=False)  # "killed" after 4 of 8
+    half = _weights(tmp_path / "twice")
+    train_translator(cfg, tmp_path / "twice", resume=True, progress=False)
+    a, b = _weights(tmp_path / "once"), _weights(tmp_path / "twice")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], half[k]) for k in a)  # the second half did train
+
+
+def test_apply_writes_each_frame_once_and_skips_finished(synth_root, tmp_path):
+    over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
+                   "epochs=1", "steps_per_epoch=2"]
+    train_translator(load_config(TranslateConfig, None, over), tmp_path / "run", progress=False)
+    spec = f"synthetic:{synth_root}:source"
+    r = apply_translator(tmp_path / "run", spec, tmp_path / "out", workers=0, progress=False)
+    files = sorted((tmp_path / "out" / "images").glob("*.png"))
+    assert r["translated"] == 40 and len(files) == 40 and r["labels"] == 40
+    assert Image.open(files[0]).size == (64, 32)  # the training size (W, H)
+    # labels were resized beside the frames: the translated set reads as GTA5 again, same split
+    idx = build_index(f"gta5:{tmp_path / 'out'}:train")
+    assert {s.rel for s in idx.samples} == {s.rel for s in build_index(f"synthetic:{synth_root}:source-train").samples}
+    assert Image.open(idx.samples[0].label).mode == "P" and Image.open(idx.samples[0].label).size == (64, 32)
+    # a re-run skips everything; a deleted frame is redone, and no temp file is left behind
+    files[3].unlink()
+    r = apply_translator(tmp_path / "run", spec, tmp_path / "out", workers=0, progress=False)
+    assert (r["translated"], r["skipped"]) == (1, 39)
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+    # any size on request, and the other direction
+    r = apply_translator(tmp_path / "run", f"synthetic:{synth_root}:target-val", tmp_path / "full", size="full",
+                         direction="t2s", workers=0, progress=False)
+    one = next((tmp_path / "full" / "leftImg8bit").rglob("*.png"))
+    assert Image.open(one).size == (128, 64)
+
+
+def test_ddp_two_gloo_processes(synth_root, tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(textwrap.dedent("""
+        import sys, torch, torch.distributed as dist
+        from i2iuda.config import load_config
+        from i2iuda.translation import train as T
+
+        cfg = load_config(T.TranslateConfig, None, sys.argv[2:])
+        built = {}
+        orig = T.build_cyclegan
+        def spy(*a, **k):
+            built["m"] = orig(*a, **k)
+            return built["m"]
+        T.build_cyclegan = spy
+        T.train_translator(cfg, sys.argv[1], progress=False)
+        flat = torch.cat([p.detach().flatten() for p in built["m"].gens.parameters()])
+        torch.save(flat, f"{sys.argv[1]}/rank{dist.get_rank()}.pt")
+        assert dist.get_world_size() == 2
+    """))
+    over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
+                   "epochs=1", "steps_per_epoch=3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        str(script), str(tmp_path / "run"), *over], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    w0, w1 = torch.load(tmp_path / "run" / "rank0.pt"), torch.load(tmp_path / "run" / "rank1.pt")
+    assert torch.equal(w0, w1)  # gradients were all-reduced: both ranks hold the same generators
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
