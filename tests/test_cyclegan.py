@@ -12,7 +12,7 @@ from PIL import Image
 
 from i2iuda.config import load_config
 from i2iuda.data.datasets import build_index
-from i2iuda.translation.apply import apply_translator
+from i2iuda.translation.apply import apply_translator, sample_grid
 from i2iuda.translation.cyclegan import CycleGANConfig, Discriminator, Generator, build_cyclegan, train_step
 from i2iuda.translation.train import TranslateConfig, lr_factor, train_translator
 
@@ -137,6 +137,9 @@ def test_apply_writes_each_frame_once_and_skips_finished(synth_root, tmp_path):
                          direction="t2s", workers=0, progress=False)
     one = next((tmp_path / "full" / "leftImg8bit").rglob("*.png"))
     assert Image.open(one).size == (128, 64)
+    # the picture of what the translator does: 3 rows of 6 frames at the training size
+    pic = sample_grid(tmp_path / "run", spec, f"synthetic:{synth_root}:target-val", n=3)
+    assert pic.dtype == np.uint8 and pic.shape[0] > 3 * 32 and pic.shape[1] > 6 * 64
 
 
 def test_ddp_two_gloo_processes(synth_root, tmp_path):

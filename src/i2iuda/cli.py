@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Unsupervised domain adaptation of semantic segmentation through image-to-image translation.")
 data_app = typer.Typer(no_args_is_help=True, help="Inspect data sets.")
 app.add_typer(data_app, name="data")
+segment_app = typer.Typer(no_args_is_help=True, help="Train and evaluate segmentation models (DeepLab).")
+app.add_typer(segment_app, name="segment")
 translate_app = typer.Typer(no_args_is_help=True, help="Train an unpaired translator (CycleGAN) and apply it.")
 app.add_typer(translate_app, name="translate")
 
@@ -136,6 +138,90 @@ def translate_apply(
     target_size = size if size == "full" else parse_size(size)
     r = apply_translator(run, source, out, target_size, direction, batch_size, workers, device, amp)
     typer.echo(f"translated {r['translated']} frames ({r['skipped']} already there), {r['labels']} labels -> {out}")
+
+
+@translate_app.command("samples")
+def translate_samples(
+    run: Path = typer.Option(..., "--run", help="A translate-train run folder."),
+    out: Path = typer.Option(..., "--out", help="PNG file to write."),
+    source: str | None = typer.Option(None, help="Source spec (default: the run's source)."),
+    target: str | None = typer.Option(None, help="Target spec (default: the run's target)."),
+    n: int = typer.Option(6, help="Frames per domain."),
+    size: str | None = typer.Option(None, help="HxW (default: training size)."),
+) -> None:
+    """Picture a trained translator: source, G(source), F(G(source)), target, F(target), G(F(target))."""
+    from .config import load_config
+    from .io import save_png
+    from .translation.apply import sample_grid
+    from .translation.train import TranslateConfig
+
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"--run {run}: no config.yaml (not a translate-train run folder)")
+    cfg = load_config(TranslateConfig, cfg_path)
+    save_png(out, sample_grid(run, source or cfg.source, target or cfg.target, n, parse_size(size)))
+    typer.echo(f"wrote {out}")
+
+
+@segment_app.command("train")
+def segment_train(
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    train: str | None = typer.Option(None, "--train", help="Labelled training data spec."),
+    val: str | None = typer.Option(None, "--val", help="Source validation spec (model selection)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML config (see configs/)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. model.backbone=resnet18."),
+) -> None:
+    """Train DeepLab; validate on the source val split each epoch; keep the best by mIoU."""
+    from .segmentation.train import resolve_config, train_segmenter
+
+    extra = list(overrides or [])
+    if train:
+        extra.append(f"train={train}")
+    if val:
+        extra.append(f"val={val}")
+    cfg = resolve_config(out, config, extra, resume)
+    s = train_segmenter(cfg, out, resume=resume)
+    typer.echo(f"{s['steps']} steps in {s['wall_seconds']:.0f}s ({s['steps_per_second']} steps/s); "
+               f"best source-val mIoU {s['best_val_mIoU']:.2f}; run folder: {out}")
+
+
+@segment_app.command("eval")
+def segment_eval(
+    run: Path = typer.Option(..., "--run", help="A segment-train run folder (its best checkpoint is used)."),
+    data: str = typer.Option(..., "--data", help="Labelled data spec, e.g. cityscapes:/data/cityscapes:val."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, the per-class table and pictures."),
+    size: str | None = typer.Option(None, help="Input HxW (default: the training size); logits go to label size."),
+    flip: bool = typer.Option(False, "--flip", help="Average with the horizontally flipped frame."),
+    scales: str = typer.Option("1.0", help="Comma list of test scales, e.g. 0.75,1.0,1.25."),
+    classes: str = typer.Option("19", help="Classes in the means: 19, 16 or 13 (SYNTHIA protocols)."),
+    save_predictions: bool = typer.Option(False, "--save-predictions", help="Write trainId PNGs of every frame."),
+    pictures: int = typer.Option(8, help="Colour-coded predictions and overlays to write."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    workers: int = typer.Option(2, help="Decoding workers."),
+) -> None:
+    """Evaluate a trained model: PA, MPA, mIoU, FWIoU and per-class IoU over the whole set."""
+    from .segmentation.evaluate import run_eval
+
+    r = run_eval(run, data, out, parse_size(size), flip, scales, classes, save_predictions, pictures, device, workers)
+    typer.echo(r["table"])
+
+
+@app.command("evaluate")
+def evaluate_files(
+    pred: Path = typer.Option(..., "--pred", help="Folder of prediction PNGs (trainIds), named like the images."),
+    gt: str = typer.Option(..., "--gt", help="Labelled data spec, e.g. cityscapes:/data/cityscapes:val."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the metrics here."),
+    classes: str = typer.Option("19", help="Classes in the means: 19, 16 or 13."),
+) -> None:
+    """Score prediction files against a labelled data set (like cityscapesScripts)."""
+    from .io import write_json
+    from .segmentation.evaluate import evaluate_prediction_files, format_table
+
+    r = evaluate_prediction_files(pred, gt, classes)
+    typer.echo(format_table(r))
+    if json_out:
+        write_json(json_out, r)
 
 
 def main() -> None:

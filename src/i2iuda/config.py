@@ -119,3 +119,19 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def save_config(cfg: Any, path: str | Path) -> None:
     write_yaml(path, to_dict(cfg))
+
+
+def resolve_run_config(cls: type[T], run: Path, config: str | Path | None, overrides: list[str], resume: bool) -> T:
+    """The config of a training run: its saved config when resuming (no changes allowed), else
+    defaults <- --config <- overrides, refusing to overwrite a run that is already there."""
+    run = Path(run)
+    saved = run / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise UserError(f"--resume: {saved} not found (nothing to resume in {run})")
+        if config or overrides:
+            raise UserError("--resume continues a run with its saved config: drop --config and overrides")
+        return load_config(cls, saved)
+    if (run / "checkpoints" / "last.pt").exists():
+        raise UserError(f"--out {run}: a run is already there; pass --resume to continue it or choose another folder")
+    return load_config(cls, config, overrides)

@@ -5,6 +5,10 @@ Training sees one endless stream of sample positions p = 0, 1, 2, ...; position 
 random augmentation is seeded by (seed, p). So a run resumed at step k sees exactly the frames
 and augmentations it would have seen, whatever the number of DataLoader workers; under DDP,
 rank r of W takes positions ``step * batch * W + r * batch + [0, batch)``.
+
+Loaders built on it get a ``generator`` of their own: a DataLoader iterator otherwise draws its
+base seed from the global torch RNG, which would shift dropout masks between a run and its
+resumption (they create different numbers of iterators before a given step).
 """
 from __future__ import annotations
 

@@ -126,3 +126,28 @@ def apply_translator(run: str | Path, source: str, out: str | Path, size: tuple[
                 f.result()
     return {"frames": len(index.samples), "translated": len(todo), "skipped": len(index.samples) - len(todo),
             "labels": labels, "out": str(out)}
+
+
+def sample_grid(run: str | Path, source: str, target: str, n: int = 4, size: tuple[int, int] | None = None,
+                device: str = "cpu") -> np.ndarray:
+    """A picture of what the translator does: for the first ``n`` frames of each domain, rows
+    of source, G(source), F(G(source)), target, F(target), G(F(target))."""
+    from ..pictures import grid
+
+    rt = init_runtime(device)
+    G, train_size = load_generator(run, "s2t", rt.device)
+    F, _ = load_generator(run, "t2s", rt.device)
+    tf = eval_transform(size or train_size)
+    pick = lambda spec: torch.stack([tf(img, None)[0] for img in _first_images(spec, n)]).to(rt.device)
+    s, t = pick(source), pick(target)
+    g_s = translate_batch(G, s)
+    f_t = translate_batch(F, t)
+    cols = [denormalize(c) for c in (s, g_s, translate_batch(F, g_s), t, f_t, translate_batch(G, f_t))]
+    return grid([[c[i] for c in cols] for i in range(min(len(s), len(t)))],
+                captions=["source", "G(source)", "F(G(source))", "target", "F(target)", "G(F(target))"])
+
+
+def _first_images(spec: str, n: int) -> list[np.ndarray]:
+    from ..data.datasets import read_image
+
+    return [read_image(s.image) for s in build_index(spec).samples[:n]]

@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from ..config import load_config, save_config, to_dict
+from ..config import resolve_run_config, save_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.sampling import Seeded, StreamSampler
 from ..data.transforms import AugmentConfig, denormalize, train_transform
@@ -79,16 +79,7 @@ class UnpairedDataset(torch.utils.data.Dataset):
 
 
 def resolve_config(run: Path, config: str | Path | None, overrides: list[str], resume: bool) -> TranslateConfig:
-    saved = run / "config.yaml"
-    if resume:
-        if not saved.is_file():
-            raise UserError(f"--resume: {saved} not found (nothing to resume in {run})")
-        if config or overrides:
-            raise UserError("--resume continues a run with its saved config: drop --config and overrides")
-        return load_config(TranslateConfig, saved)
-    if (run / "checkpoints" / "last.pt").exists():
-        raise UserError(f"--out {run}: a run is already there; pass --resume to continue it or choose another folder")
-    cfg = load_config(TranslateConfig, config, overrides)
+    cfg = resolve_run_config(TranslateConfig, run, config, overrides, resume)
     h, w = cfg.data.size
     if h % 4 or w % 4:
         raise UserError(f"data.size={h}x{w}: both sides must be divisible by 4 (two stride-2 stages)")
@@ -101,7 +92,8 @@ def make_loader(cfg: TranslateConfig, rt: Runtime, start_step: int, total_steps:
     sampler = StreamSampler(n_items, cfg.data.batch_size, cfg.seed, start_step, total_steps, rt.rank, rt.world_size)
     return torch.utils.data.DataLoader(Seeded(dataset), batch_size=cfg.data.batch_size, sampler=sampler,
                                        num_workers=cfg.data.workers, pin_memory=rt.device.type == "cuda",
-                                       persistent_workers=False, drop_last=True)
+                                       persistent_workers=False, drop_last=True,
+                                       generator=torch.Generator().manual_seed(cfg.seed))
 
 
 def save_checkpoint(path: Path, m: CycleGAN, scheds, step: int, cfg: TranslateConfig, elapsed: float) -> None:

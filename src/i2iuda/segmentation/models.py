@@ -1,0 +1,99 @@
+"""Segmentation models: DeepLabV3+ and DeepLabV3 from segmentation-models-pytorch, and
+DeepLabV2-ResNet101 (the model of the published UDA tables) on torchvision's ResNet.
+
+Every model maps (N, 3, H, W) to logits (N, classes, H, W).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as nnf
+
+from ..errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["deeplabv3plus", "deeplabv3", "deeplabv2"] = "deeplabv3plus"
+    backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 | mobilenet_v2 (light, for CPU) | any smp encoder
+    output_stride: Literal[8, 16] = 16
+    pretrained: bool = False  # ImageNet weights for the backbone, through smp / torchvision's cache
+    num_classes: int = 19
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+
+
+class PoolingBatchNorm(nn.BatchNorm2d):
+    """BatchNorm of the ASPP image-pooling branch. Its input is 1x1, so with batch size 1 there
+    is a single value per channel and batch statistics are undefined (plain BatchNorm raises);
+    then it normalises with the running statistics instead."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            return nnf.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+def _fix_pooling_bn(model: nn.Module) -> None:
+    for module in model.modules():
+        if type(module).__name__ == "ASPPPooling":
+            for i, layer in enumerate(module):
+                if isinstance(layer, nn.BatchNorm2d) and not isinstance(layer, PoolingBatchNorm):
+                    new = PoolingBatchNorm(layer.num_features, layer.eps, layer.momentum)
+                    new.load_state_dict(layer.state_dict())
+                    module[i] = new
+
+
+class DeepLabV2(nn.Module):
+    """DeepLabV2 (Chen et al. 2017): dilated ResNet-101 (output stride 8) and an ASPP of four
+    3x3 convolutions with dilations 6, 12, 18, 24 whose outputs are summed."""
+
+    def __init__(self, num_classes: int = 19, pretrained: bool = False, backbone: str = "resnet101"):
+        super().__init__()
+        import torchvision
+
+        if backbone not in ("resnet50", "resnet101"):
+            raise UserError(f"model.backbone={backbone!r}: DeepLabV2 takes resnet50 or resnet101")
+        weights = "IMAGENET1K_V1" if pretrained else None
+        net = getattr(torchvision.models, backbone)(weights=weights, replace_stride_with_dilation=[False, True, True])
+        self.backbone = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2,
+                                      net.layer3, net.layer4)
+        self.aspp = nn.ModuleList(nn.Conv2d(2048, num_classes, 3, padding=d, dilation=d) for d in (6, 12, 18, 24))
+        for conv in self.aspp:
+            nn.init.normal_(conv.weight, 0, 0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x)
+        out = sum(conv(f) for conv in self.aspp)
+        return nnf.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    try:
+        if cfg.arch == "deeplabv2":
+            return DeepLabV2(cfg.num_classes, cfg.pretrained, cfg.backbone)
+        import segmentation_models_pytorch as smp
+
+        cls = {"deeplabv3plus": smp.DeepLabV3Plus, "deeplabv3": smp.DeepLabV3}.get(cfg.arch)
+        if cls is None:
+            raise UserError(f"model.arch={cfg.arch!r}: expected deeplabv3plus, deeplabv3 or deeplabv2")
+        # ASPP rates of the DeepLabV3 paper: (6, 12, 18) at output stride 16, doubled at 8
+        rates = (6, 12, 18) if cfg.output_stride == 16 else (12, 24, 36)
+        model = cls(encoder_name=cfg.backbone, encoder_weights="imagenet" if cfg.pretrained else None,
+                    encoder_output_stride=cfg.output_stride, decoder_atrous_rates=rates, classes=cfg.num_classes)
+    except UserError:
+        raise
+    except (KeyError, ValueError) as e:
+        raise UserError(f"model.backbone={cfg.backbone!r}: not available for {cfg.arch} ({e})") from None
+    except Exception as e:  # offline, missing cache, hub errors
+        if not cfg.pretrained:
+            raise
+        raise UserError(f"could not load ImageNet weights for {cfg.backbone} ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]}). Download them once on a machine with internet "
+                        f"(they are cached under ~/.cache/torch or ~/.cache/huggingface and copied along), "
+                        f"or set model.pretrained=false") from None
+    _fix_pooling_bn(model)
+    return model
