@@ -1,5 +1,4 @@
 """Readers on the shared real-format samples, and the bad-input cases."""
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -1,5 +1,4 @@
 """Metrics against hand-computed confusion matrices."""
-import math
 
 import numpy as np
 import pytest

@@ -224,6 +224,46 @@ def evaluate_files(
         write_json(json_out, r)
 
 
+DEFAULT_STUDY = Path(__file__).parent / "configs" / "study_synthetic_cpu.yaml"
+
+
+@app.command("run")
+def run_cmd(
+    config: Path | None = typer.Option(None, "--config", help="Study YAML (default: the synthetic CPU preset)."),
+    out: Path = typer.Option(Path("runs/study"), "--out", help="Run folder."),
+    from_stage: str | None = typer.Option(None, "--from", help="Redo this stage and all after it."),
+    stop_after: str | None = typer.Option(None, "--stop-after", help="Stop after this stage."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. seed=1 oracle=false."),
+) -> None:
+    """The whole study: translate, train source-only / adapted / oracle, evaluate on target val, report."""
+    from .config import load_config
+    from .experiment import StudyConfig, results_table, run_study
+
+    cfg = load_config(StudyConfig, config or DEFAULT_STUDY, list(overrides or []))
+    metrics = run_study(cfg, out, from_stage, stop_after)
+    if metrics:
+        typer.echo(results_table(metrics))
+        typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command("report")
+def report_cmd(
+    runs: list[Path] = typer.Argument(..., help="One study run folder, or several to compare."),
+    out: Path = typer.Option(Path("."), "--out", help="Where the comparison goes (several runs)."),
+) -> None:
+    """Rebuild RUN/report.html and report.md; with several runs, compare them side by side."""
+    from .report import compare_runs, write_report
+
+    for r in runs:
+        if not (r / "metrics.json").is_file():
+            raise UserError(f"{r}: no metrics.json (not a finished study run; run 'i2iuda run --out {r}')")
+    if len(runs) == 1:
+        md, html_path = write_report(runs[0])
+        typer.echo(f"wrote {md} and {html_path}")
+    else:
+        typer.echo(f"wrote {compare_runs(runs, out)}")
+
+
 def main() -> None:
     try:
         app()
