@@ -13,11 +13,10 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# Until the study command exists: generate the built-in benchmark, picture it, check both domains.
+# The whole study on the built-in synthetic benchmark (CPU preset): prints the results table,
+# writes runs/demo/report.html.
 demo: $(STAMP)
-	$(VENV)/bin/i2iuda synth --out runs/demo/synthetic --preview
-	$(VENV)/bin/i2iuda data check synthetic:runs/demo/synthetic:source
-	$(VENV)/bin/i2iuda data check synthetic:runs/demo/synthetic:target-val
+	$(VENV)/bin/i2iuda run --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q
