@@ -34,6 +34,7 @@ def test_study_end_to_end(tmp_path):
         assert stages2[s] == stages[s]  # not redone
     # metrics.json: the documented schema
     m = json.loads((run / "metrics.json").read_text())
+    assert metrics == m  # what run_study returns is what it wrote
     assert m["schema"] == "i2iuda.study.metrics/1"
     assert set(m["models"]) == {"source_only", "adapted", "oracle"}
     for v in m["models"].values():

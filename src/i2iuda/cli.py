@@ -38,6 +38,11 @@ def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | No
         raise UserError(f"{option} {text!r}: expected HEIGHTxWIDTH, e.g. 128x256") from None
 
 
+def _overrides(overrides: list[str] | None, **named: str | None) -> list[str]:
+    """key=value overrides, plus the data specs given as named options."""
+    return list(overrides or []) + [f"{k}={v}" for k, v in named.items() if v]
+
+
 @app.callback()
 def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks; log debug messages."),
           verbose: bool = typer.Option(False, "--verbose", "-v", help="Log more.")) -> None:
@@ -109,12 +114,7 @@ def translate_train(
     """Train CycleGAN source -> target. Resumable; under torchrun it trains with DDP."""
     from .translation.train import resolve_config, train_translator
 
-    extra = list(overrides or [])
-    if source:
-        extra.append(f"source={source}")
-    if target:
-        extra.append(f"target={target}")
-    cfg = resolve_config(out, config, extra, resume)
+    cfg = resolve_config(out, config, _overrides(overrides, source=source, target=target), resume)
     summary = train_translator(cfg, out, resume=resume)
     typer.echo(f"{summary['steps']} steps in {summary['wall_seconds']:.0f}s "
                f"({summary['steps_per_second']} steps/s); run folder: {out}")
@@ -175,12 +175,7 @@ def segment_train(
     """Train DeepLab; validate on the source val split each epoch; keep the best by mIoU."""
     from .segmentation.train import resolve_config, train_segmenter
 
-    extra = list(overrides or [])
-    if train:
-        extra.append(f"train={train}")
-    if val:
-        extra.append(f"val={val}")
-    cfg = resolve_config(out, config, extra, resume)
+    cfg = resolve_config(out, config, _overrides(overrides, train=train, val=val), resume)
     s = train_segmenter(cfg, out, resume=resume)
     typer.echo(f"{s['steps']} steps in {s['wall_seconds']:.0f}s ({s['steps_per_second']} steps/s); "
                f"best source-val mIoU {s['best_val_mIoU']:.2f}; run folder: {out}")

@@ -154,7 +154,7 @@ def _cyclegan_curves(tb: Path, ax) -> None:
 def write_report(run: str | Path) -> tuple[Path, Path]:
     """Build RUN/report.md and RUN/report.html from what the study wrote."""
     from .config import load_config
-    from .experiment import StudyConfig, results_table, specs
+    from .experiment import StudyConfig, specs
     from .translation.apply import sample_grid
 
     run = Path(run)

@@ -98,3 +98,18 @@ def set_rng_state(state: dict) -> None:
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+
+
+def open_run_folder(run, cfg, step: int):
+    """Create the run folder, save the resolved config, and open its TensorBoard writer (main
+    process only). ``purge_step`` drops events a killed run logged after its last checkpoint."""
+    from pathlib import Path
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from .config import save_config
+
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run / "config.yaml")
+    return SummaryWriter(str(run / "tb"), purge_step=step if step else None)

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as nnf
 
-from ..config import resolve_run_config, save_config, to_dict
+from ..config import resolve_run_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.labels import IGNORE
 from ..data.sampling import Seeded, StreamSampler
@@ -23,7 +23,7 @@ from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
 from ..io import torch_save, write_json
 from ..progress import Bar, console
-from ..runtime import init_runtime, rng_state, set_rng_state, unwrap
+from ..runtime import init_runtime, open_run_folder, rng_state, set_rng_state, unwrap
 from .evaluate import evaluate
 from .models import ModelConfig, build_model
 
@@ -125,12 +125,8 @@ def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, s
         set_rng_state(ckpt["rng"])
         step, elapsed, best, history = ckpt["step"], ckpt["elapsed"], ckpt["best"], ckpt["history"]
         epoch_sum, epoch_n = torch.tensor(ckpt["epoch_loss"][0], device=rt.device), ckpt["epoch_loss"][1]
-    writer = None
+    writer = open_run_folder(run, cfg, step) if rt.is_main else None
     if rt.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run / "config.yaml")
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run / "tb"), purge_step=step if step else None)
         console.print(f"segment: {len(train_ds)} train / {len(val_index.samples)} val frames, {per_epoch} steps/epoch, "
                       f"{cfg.epochs} epochs, {cfg.model.arch}-{cfg.model.backbone} on {rt.device}"
                       + (f", resuming at step {step}" if step else ""))

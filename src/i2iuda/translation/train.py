@@ -16,7 +16,7 @@ from typing import Literal
 
 import torch
 
-from ..config import resolve_run_config, save_config, to_dict
+from ..config import resolve_run_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.sampling import Seeded, StreamSampler
 from ..data.transforms import AugmentConfig, denormalize, train_transform
@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..io import save_png, torch_save, write_json
 from ..pictures import grid
 from ..progress import Bar, console
-from ..runtime import Runtime, init_runtime, rng_state, set_rng_state, unwrap
+from ..runtime import Runtime, init_runtime, open_run_folder, rng_state, set_rng_state, unwrap
 from .cyclegan import CycleGAN, CycleGANConfig, build_cyclegan, train_step
 
 
@@ -154,12 +154,8 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, m, scheds, rt.device)
         step, elapsed = ckpt["step"], ckpt["elapsed"]
-    writer = None
+    writer = open_run_folder(run, cfg, step) if rt.is_main else None
     if rt.is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run / "config.yaml")
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run / "tb"), purge_step=step if step else None)
         console.print(f"translate: {len(source)} source + {len(target)} target frames, {per_epoch} steps/epoch, "
                       f"{cfg.epochs} epochs, {rt.world_size} process(es) on {rt.device}"
                       + (f", resuming at step {step}" if step else ""))

@@ -1,0 +1,37 @@
+"""Typed configs: every shipped preset parses; bad keys and values are clear errors."""
+from pathlib import Path
+
+import pytest
+
+from i2iuda.config import load_config, parse_override
+from i2iuda.errors import UserError
+from i2iuda.experiment import StudyConfig
+from i2iuda.segmentation.train import SegmentConfig
+from i2iuda.translation.train import TranslateConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+KIND = {"cyclegan": TranslateConfig, "segment": SegmentConfig, "study": StudyConfig}
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_loads(path):
+    cfg = load_config(KIND[path.name.split("_")[0]], path)
+    assert cfg is not None
+
+
+def test_overrides_and_errors(tmp_path):
+    cfg = load_config(TranslateConfig, None, ["model.ngf=32", "data.size=[64,128]", "amp=bf16"])
+    assert cfg.model.ngf == 32 and cfg.data.size == (64, 128) and cfg.amp == "bf16"
+    assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
+    with pytest.raises(UserError, match=r"config.model: unknown key\(s\) ngff"):
+        load_config(TranslateConfig, None, ["model.ngff=3"])
+    with pytest.raises(UserError, match="config.amp: 'fp8' is not one of none, bf16, fp16"):
+        load_config(TranslateConfig, None, ["amp=fp8"])
+    with pytest.raises(UserError, match="config.epochs: expected int"):
+        load_config(TranslateConfig, None, ["epochs=many"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+        load_config(TranslateConfig, bad)
+    with pytest.raises(UserError, match="--config .*missing.yaml: file not found"):
+        load_config(TranslateConfig, tmp_path / "missing.yaml")
