@@ -82,6 +82,9 @@ def test_eval_and_prediction_files_agree(trained, synth_root, tmp_path):
     for k in ("PA", "MPA", "mIoU", "FWIoU"):
         assert again[k] == pytest.approx(r[k])
     assert again["confusion"] == r["confusion"]
+    slid = run_eval(run, spec, tmp_path / "slide", slide=(48, 96), pictures=0, device="cpu", workers=0,
+                    progress=False)
+    assert slid["sliding_window"] == [48, 96] and 0 < slid["PA"] <= 100
     # bad prediction files: wrong size, bad values, missing
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -142,3 +145,21 @@ def test_ddp_two_gloo_processes(synth_root, tmp_path):
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+
+
+def test_sliding_window_covers_every_pixel_once_averaged():
+    from i2iuda.segmentation.evaluate import predict_logits, predict_sliding
+
+    class PerPixel(torch.nn.Module):  # a 1x1 conv: windows cannot change its output
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 19, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    net = PerPixel().eval()
+    x = torch.randn(1, 3, 50, 90)
+    whole = predict_logits(net, x, (50, 90))
+    slid = predict_sliding(net, x, (32, 48))
+    assert slid.shape == whole.shape and torch.allclose(slid, whole, atol=1e-6)

@@ -187,6 +187,7 @@ def segment_eval(
     data: str = typer.Option(..., "--data", help="Labelled data spec, e.g. cityscapes:/data/cityscapes:val."),
     out: Path = typer.Option(..., "--out", help="Folder for metrics.json, the per-class table and pictures."),
     size: str | None = typer.Option(None, help="Input HxW (default: the training size); logits go to label size."),
+    slide: str | None = typer.Option(None, help="Sliding-window HxW at full resolution instead of resizing."),
     flip: bool = typer.Option(False, "--flip", help="Average with the horizontally flipped frame."),
     scales: str = typer.Option("1.0", help="Comma list of test scales, e.g. 0.75,1.0,1.25."),
     classes: str = typer.Option("19", help="Classes in the means: 19, 16 or 13 (SYNTHIA protocols)."),
@@ -198,7 +199,8 @@ def segment_eval(
     """Evaluate a trained model: PA, MPA, mIoU, FWIoU and per-class IoU over the whole set."""
     from .segmentation.evaluate import run_eval
 
-    r = run_eval(run, data, out, parse_size(size), flip, scales, classes, save_predictions, pictures, device, workers)
+    r = run_eval(run, data, out, parse_size(size), flip, scales, classes, save_predictions, pictures, device, workers,
+                 slide=parse_size(slide, "--slide"))
     typer.echo(r["table"])
 
 

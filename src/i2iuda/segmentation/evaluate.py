@@ -39,15 +39,38 @@ def predict_logits(model: torch.nn.Module, x: torch.Tensor, out_size: tuple[int,
     return total
 
 
+@torch.no_grad()
+def predict_sliding(model: torch.nn.Module, x: torch.Tensor, crop: tuple[int, int], flip: bool = False,
+                    stride_ratio: float = 2 / 3) -> torch.Tensor:
+    """Softmax scores at the input's own resolution from overlapping ``crop``-sized windows
+    (stride 2/3 of the crop), averaged where they overlap."""
+    n, _, h, w = x.shape
+    ch, cw = min(crop[0], h), min(crop[1], w)
+    sh, sw = max(int(ch * stride_ratio), 1), max(int(cw * stride_ratio), 1)
+    ys = list(range(0, h - ch + 1, sh)) + ([h - ch] if (h - ch) % sh else [])
+    xs = list(range(0, w - cw + 1, sw)) + ([w - cw] if (w - cw) % sw else [])
+    total = count = 0
+    for y0 in ys:
+        for x0 in xs:
+            window = x[..., y0:y0 + ch, x0:x0 + cw]
+            prob = predict_logits(model, window, (ch, cw), flip)
+            total = total + nnf.pad(prob, (x0, w - x0 - cw, y0, h - y0 - ch))
+            count = count + nnf.pad(torch.ones(1, 1, ch, cw, device=x.device), (x0, w - x0 - cw, y0, h - y0 - ch))
+    return total / count
+
+
 def evaluate(model: torch.nn.Module, data: str | Index, size: tuple[int, int] | None, rt: Runtime,
              resize_mask: bool = False, flip: bool = False, scales: tuple[float, ...] = (1.0,),
              classes: tuple[int, ...] | None = None, batch_size: int = 4, workers: int = 2,
              pred_dir: Path | None = None, picture_dir: Path | None = None, pictures: int = 0,
-             progress: bool = False) -> dict:
+             progress: bool = False, slide: tuple[int, int] | None = None) -> dict:
     """Score ``model`` on a labelled data set. With ``pred_dir``, writes each prediction as a
     trainId PNG named like its image (relative path kept); ``pictures`` colour-coded
-    predictions/overlays go to ``picture_dir``. Under DDP each rank scores its share and the
-    confusion matrices are summed."""
+    predictions/overlays go to ``picture_dir``. ``slide`` = (H, W) predicts at full resolution
+    with sliding windows of that size instead of resizing. Under DDP each rank scores its share
+    and the confusion matrices are summed."""
+    if slide is not None:
+        size = None
     index = build_index(data) if isinstance(data, str) else data
     if not index.labelled:
         raise ValueError(f"{index.spec}: has no labels to evaluate against")
@@ -67,7 +90,11 @@ def evaluate(model: torch.nn.Module, data: str | Index, size: tuple[int, int] | 
             x = rt.to_device(item["image"])
             mask = item["mask"].to(rt.device, non_blocking=True)
             with rt.autocast():
-                prob = predict_logits(model, x, tuple(mask.shape[-2:]), flip, scales)
+                if slide is not None:
+                    prob = nnf.interpolate(predict_sliding(model, x, slide, flip), size=tuple(mask.shape[-2:]),
+                                           mode="bilinear", align_corners=False)
+                else:
+                    prob = predict_logits(model, x, tuple(mask.shape[-2:]), flip, scales)
             pred = prob.argmax(1)
             conf += confusion_matrix(pred, mask, L.NUM_CLASSES)
             if pred_dir is not None or shown < pictures:
@@ -122,7 +149,7 @@ def format_table(r: dict) -> str:
 
 def run_eval(run: Path, data: str, out: Path, size: tuple[int, int] | None = None, flip: bool = False,
              scales: str = "1.0", classes: str = "19", save_predictions: bool = False, pictures: int = 8,
-             device: str = "auto", workers: int = 2, progress: bool = True) -> dict:
+             device: str = "auto", workers: int = 2, progress: bool = True, slide: tuple[int, int] | None = None) -> dict:
     """``i2iuda segment eval``: metrics.json, metrics.txt, pictures/ (and predictions/) in ``out``."""
     from ..errors import UserError
     from ..io import atomic_write_text, write_json
@@ -140,8 +167,9 @@ def run_eval(run: Path, data: str, out: Path, size: tuple[int, int] | None = Non
     out = Path(out)
     r = evaluate(model, data, size, rt, flip=flip, scales=scale_list, classes=subset, batch_size=1, workers=workers,
                  pred_dir=out / "predictions" if save_predictions else None, picture_dir=out / "pictures",
-                 pictures=pictures, progress=progress)
-    r.update({"run": str(run), "data": data, "input_size": list(size), "flip": flip, "scales": list(scale_list),
+                 pictures=pictures, progress=progress, slide=slide)
+    r.update({"run": str(run), "data": data, "input_size": None if slide else list(size),
+              "sliding_window": list(slide) if slide else None, "flip": flip, "scales": list(scale_list),
               "classes": classes, "align_corners": False})
     write_json(out / "metrics.json", r)
     r["table"] = format_table(r)
