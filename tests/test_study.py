@@ -1,11 +1,13 @@
 """The whole study end to end on a tiny preset: stages, skipping, resume, metrics, report."""
 import json
 import re
+import shutil
 
 import pytest
 
 from i2iuda.config import load_config
 from i2iuda.experiment import STAGES, StudyConfig, run_study
+from i2iuda.report import check_in_browser
 
 TINY = [
     "data.synthetic.height=64", "data.synthetic.width=128", "data.synthetic.n_source=30",
@@ -46,6 +48,8 @@ def test_study_end_to_end(tmp_path):
     assert len(imgs) >= 4 and all(src.startswith("data:image/png;base64,") for src in imgs)
     assert "Gap closed" in page or m["gap_closed"] is None
     assert (run / "report.md").exists()
+    if shutil.which("chromium"):  # checked as a person would see it (Debian's chromium)
+        assert check_in_browser(run / "report.html") == (len(imgs), len(imgs))
     # a re-run skips every stage; --from redoes a stage and what follows
     before = (run / "metrics.json").stat().st_mtime_ns
     run_study(cfg, run, progress=False)

@@ -247,9 +247,10 @@ def run_cmd(
 def report_cmd(
     runs: list[Path] = typer.Argument(..., help="One study run folder, or several to compare."),
     out: Path = typer.Option(Path("."), "--out", help="Where the comparison goes (several runs)."),
+    check: bool = typer.Option(False, "--check", help="Open the page in headless Chromium; check every image loads."),
 ) -> None:
     """Rebuild RUN/report.html and report.md; with several runs, compare them side by side."""
-    from .report import compare_runs, write_report
+    from .report import check_in_browser, compare_runs, write_report
 
     for r in runs:
         if not (r / "metrics.json").is_file():
@@ -258,7 +259,13 @@ def report_cmd(
         md, html_path = write_report(runs[0])
         typer.echo(f"wrote {md} and {html_path}")
     else:
-        typer.echo(f"wrote {compare_runs(runs, out)}")
+        html_path = compare_runs(runs, out)
+        typer.echo(f"wrote {html_path}")
+    if check:
+        loaded, total = check_in_browser(html_path, screenshot=html_path.with_suffix(".png"))
+        typer.echo(f"chromium: {loaded}/{total} images loaded; screenshot {html_path.with_suffix('.png')}")
+        if loaded != total:
+            raise UserError(f"{html_path}: {total - loaded} image(s) did not load")
 
 
 def main() -> None:

@@ -131,7 +131,10 @@ def stage_dirs(run: Path, stage: str) -> list[Path]:
 def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, stop_after: str | None = None,
               progress: bool = True) -> dict:
     """Run (or continue) the study in ``run``. Returns the metrics (RUN/metrics.json)."""
-    run = Path(run)
+    # absolute paths in the saved config, so the report and later stages work from any folder
+    run = Path(run).resolve()
+    if cfg.data.synthetic_root:
+        cfg = replace(cfg, data=replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve())))
     for name, value in (("--from", from_stage), ("--stop-after", stop_after)):
         if value is not None and value not in STAGES:
             raise UserError(f"{name} {value!r}: expected one of {', '.join(STAGES)}")

@@ -157,7 +157,7 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     from .experiment import StudyConfig, specs
     from .translation.apply import sample_grid
 
-    run = Path(run)
+    run = Path(run).resolve()
     cfg = load_config(StudyConfig, run / "config.yaml")
     metrics = json.loads((run / "metrics.json").read_text())
     s = specs(cfg)
@@ -271,8 +271,43 @@ def markdown_to_html(text: str, base: Path, title: str) -> str:
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
              "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}")
+    # After load, the page records how many of its images decoded: a headless browser's DOM dump
+    # then shows data-images-loaded="N/M" on <body> (see check_in_browser).
+    script = ("<script>window.addEventListener('load',function(){var i=document.images,n=0;"
+              "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
+              "document.body.setAttribute('data-images-loaded',n+'/'+i.length);});</script>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + f"\n{script}\n</body></html>\n")
+
+
+def check_in_browser(page: Path, screenshot: Path | None = None, browser: str = "chromium") -> tuple[int, int]:
+    """Open ``page`` in headless Chromium (fresh profile, no network) and return (images that
+    loaded, images on the page); optionally save a full-page screenshot."""
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    from .errors import UserError
+
+    exe = shutil.which(browser)
+    if exe is None:
+        raise UserError(f"{browser} not found (Debian: apt-get install chromium)")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--virtual-time-budget=10000"]
+    url = Path(page).resolve().as_uri()
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([exe, *flags, f"--user-data-dir={profile}", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120).stdout
+        if screenshot is not None:
+            subprocess.run([exe, *flags, f"--user-data-dir={profile}", "--window-size=1200,5200",
+                            "--hide-scrollbars", f"--screenshot={Path(screenshot).resolve()}", url],
+                           capture_output=True, timeout=120)
+    m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
+    if not m:
+        raise UserError(f"{page}: the browser did not finish loading the page")
+    return int(m[1]), int(m[2])
 
 
 def compare_runs(runs: list[Path], out: Path) -> Path:

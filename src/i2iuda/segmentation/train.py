@@ -183,7 +183,7 @@ def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, s
                 if writer:
                     for k in ("PA", "MPA", "mIoU", "FWIoU"):
                         writer.add_scalar(f"val/{k}", val[k], step)
-                    console.print(f"epoch {epoch}/{cfg.epochs} | loss {history[-1]['train_loss']:.3f} | source val "
+                    console.print(f"epoch {epoch}/{cfg.epochs} | loss {history[-1]['train_loss']:.3f} | val "
                                   f"mIoU {val['mIoU']:.2f} PA {val['PA']:.2f}" + (" (best)" if improved else ""))
                 save_last()
             elif step % cfg.checkpoint_every == 0 or step == end:
