@@ -59,6 +59,20 @@ def test_study_end_to_end(tmp_path):
     assert json.loads((run / "stages.json").read_text())["oracle"] == stages2["oracle"]
 
 
+def test_changed_config_does_not_resume_a_foreign_checkpoint(tmp_path):
+    from i2iuda.errors import UserError
+
+    cfg = load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}"])
+    run = tmp_path / "run"
+    run_study(cfg, run, stop_after="translate", progress=False)
+    (run / "stages.json").write_text("{}")  # as if killed before the stage was recorded done
+    changed = load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}",
+                                                      "translate.model.ngf=4"])
+    with pytest.raises(UserError, match="stage translate: .* another config; use --from translate"):
+        run_study(changed, run, progress=False)
+    run_study(changed, run, from_stage="translate", stop_after="translate", progress=False)
+
+
 def test_bad_stage_name_is_a_clear_error(tmp_path):
     from i2iuda.errors import UserError
 

@@ -84,7 +84,7 @@ def translated_specs(cfg: StudyConfig, run: Path) -> tuple[str, str]:
     return f"{kind}:{run / 'translated'}:train", f"{kind}:{run / 'translated'}:val"
 
 
-def stage_config(cfg: StudyConfig, stage: str, run: Path) -> dict:
+def stage_config(cfg: StudyConfig, stage: str) -> dict:
     """What a stage depends on: its hash decides whether a finished stage is still valid."""
     s = specs(cfg)
     base = {"seed": cfg.seed}
@@ -151,7 +151,7 @@ def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, 
     t_src, t_val = translated_specs(cfg, run)
     todo = [st for st in STAGES if st != "oracle" or cfg.oracle]
     for stage in todo:
-        h = _hash(stage_config(cfg, stage, run))
+        h = _hash(stage_config(cfg, stage))
         if stages.done(stage, h):
             console.print(f"[dim]stage {stage}: done, skipped[/dim]")
         else:
@@ -165,12 +165,23 @@ def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, 
     return json.loads(metrics.read_text()) if metrics.exists() else {}
 
 
-def _segment(cfg: StudyConfig, run_dir: Path, train: str, val: str, progress: bool) -> None:
+def _can_resume(stage: str, run_dir: Path, stage_cfg) -> bool:
+    """An interrupted training stage resumes only if its folder was made with the same config."""
+    if not (run_dir / "checkpoints" / "last.pt").exists():
+        return False
+    import yaml
+
+    if yaml.safe_load((run_dir / "config.yaml").read_text()) != to_dict(stage_cfg):
+        raise UserError(f"stage {stage}: {run_dir} holds an unfinished run with another config; "
+                        f"use --from {stage} to redo it")
+    return True
+
+
+def _segment(stage: str, cfg: StudyConfig, run_dir: Path, train: str, val: str, progress: bool) -> None:
     from .segmentation.train import train_segmenter
 
     seg = replace(cfg.segment, train=train, val=val, seed=cfg.seed)
-    resume = (run_dir / "checkpoints" / "last.pt").exists()
-    train_segmenter(seg, run_dir, resume=resume, progress=progress)
+    train_segmenter(seg, run_dir, resume=_can_resume(stage, run_dir, seg), progress=progress)
 
 
 def _run_stage(stage: str, cfg: StudyConfig, run: Path, s: dict, t_src: str, t_val: str, progress: bool) -> None:
@@ -187,7 +198,7 @@ def _run_stage(stage: str, cfg: StudyConfig, run: Path, s: dict, t_src: str, t_v
         from .translation.train import train_translator
 
         tcfg = replace(cfg.translate, source=s["source_train"], target=s["target_train"], seed=cfg.seed)
-        train_translator(tcfg, run / "translate", resume=(run / "translate" / "checkpoints" / "last.pt").exists(),
+        train_translator(tcfg, run / "translate", resume=_can_resume(stage, run / "translate", tcfg),
                          progress=progress)
     elif stage == "apply":
         from .translation.apply import apply_translator
@@ -196,12 +207,12 @@ def _run_stage(stage: str, cfg: StudyConfig, run: Path, s: dict, t_src: str, t_v
             apply_translator(run / "translate", spec, run / "translated", device=cfg.translate.device,
                              workers=cfg.workers, batch_size=16, progress=progress)
     elif stage == "source_only":
-        _segment(cfg, run / "source_only", s["source_train"], s["source_val"], progress)
+        _segment(stage, cfg, run / "source_only", s["source_train"], s["source_val"], progress)
     elif stage == "adapted":
-        _segment(cfg, run / "adapted", t_src, t_val, progress)
+        _segment(stage, cfg, run / "adapted", t_src, t_val, progress)
     elif stage == "oracle":
         # an upper bound: trained and selected on target labels (target val), never a UDA number
-        _segment(cfg, run / "oracle", s["target_train"], s["target_val"], progress)
+        _segment(stage, cfg, run / "oracle", s["target_train"], s["target_val"], progress)
     elif stage == "evaluate":
         _evaluate_all(cfg, run, s["target_val"], progress)
     elif stage == "report":
