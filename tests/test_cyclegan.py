@@ -36,6 +36,19 @@ def test_shapes_and_no_sigmoid():
     assert not any(isinstance(m, torch.nn.Sigmoid) for m in d.modules())  # LSGAN: raw scores
 
 
+@pytest.mark.parametrize("n_layers, patch", [(1, 16), (2, 34), (3, 70)])
+def test_patchgan_depth_sets_the_patch_size(n_layers, patch):
+    d = Discriminator(8, n_layers)
+    for i, m in enumerate(d.model):  # instance norm mixes the whole frame; the patch is the conv chain's
+        if isinstance(m, torch.nn.InstanceNorm2d):
+            d.model[i] = torch.nn.Identity()
+    x = torch.zeros(1, 3, 160, 160, requires_grad=True)
+    y = d(x)
+    y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
+    rows = (x.grad.abs().sum((0, 1, 3)) > 0).nonzero()
+    assert int(rows.max() - rows.min() + 1) == patch
+
+
 def test_one_step_changes_all_four_nets_and_losses_are_finite():
     cfg = CycleGANConfig(ngf=8, ndf=8, n_blocks=1, identity=True)
     m = build_cyclegan(cfg, torch.device("cpu"))

@@ -243,10 +243,10 @@ def _evaluate_all(cfg: StudyConfig, run: Path, target_val: str, progress: bool) 
 
 
 def results_table(metrics: dict) -> str:
-    rows = [f"{'model':14s} {'PA':>6s} {'MPA':>6s} {'mIoU':>6s} {'FWIoU':>6s}"]
+    rows = [f"{'model':20s} {'PA':>6s} {'MPA':>6s} {'mIoU':>6s} {'FWIoU':>6s}"]
     for name, m in metrics.get("models", {}).items():
         label = name + (" (upper bound)" if name == "oracle" else "")
-        rows.append(f"{label:14s} {m['PA']:6.2f} {m['MPA']:6.2f} {m['mIoU']:6.2f} {m['FWIoU']:6.2f}")
+        rows.append(f"{label:20s} {m['PA']:6.2f} {m['MPA']:6.2f} {m['mIoU']:6.2f} {m['FWIoU']:6.2f}")
     if metrics.get("gap_closed") is not None:
         rows.append(f"gap closed (adapted - source-only) / (oracle - source-only): {100 * metrics['gap_closed']:.1f}%")
     return "\n".join(rows)

@@ -22,6 +22,11 @@ import torch.nn.functional as nnf
 class CycleGANConfig:
     ngf: int = 64  # generator width (c7s1-ngf, d2ngf, d4ngf, R4ngf x n_blocks, ...)
     ndf: int = 64  # discriminator width (C ndf - C 2ndf - C 4ndf - C 8ndf)
+    # PatchGAN depth: 3 gives the paper's 70x70 patches, 2 gives 34x34, 1 gives 16x16. Keep the
+    # patch well below the frame: on 64x128 frames a 70x70 patch sees the whole frame height,
+    # so D judges layout (where sky and buildings are) rather than texture and pushes G to
+    # repaint regions whose frequency differs between the domains.
+    d_layers: int = 3
     n_blocks: int = 9  # residual blocks (9 for 256x256 and larger, 6 for 128x128 in the paper)
     lambda_cycle: float = 10.0
     identity: bool = False  # identity loss ||G(t) - t|| + ||F(s) - s||, weight 0.5 * lambda_cycle
@@ -73,16 +78,21 @@ class Generator(nn.Module):
 
 class Discriminator(nn.Module):
     """70x70 PatchGAN: C64-C128-C256-C512 (4x4 convs, stride 2 except the last, no norm on
-    C64, LeakyReLU 0.2), then a 1-channel 4x4 convolution. 2.765 M parameters at ndf=64."""
+    C64, LeakyReLU 0.2), then a 1-channel 4x4 convolution. 2.765 M parameters at ndf=64.
 
-    def __init__(self, ndf: int = 64):
+    ``n_layers`` strided layers before the last two convolutions set the patch size, as in
+    pix2pix: 3 -> 70x70 (the paper's), 2 -> 34x34, 1 -> 16x16."""
+
+    def __init__(self, ndf: int = 64, n_layers: int = 3):
         super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"PatchGAN needs n_layers >= 1, got {n_layers}")
         layers = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        widths = [ndf, ndf * 2, ndf * 4, ndf * 8]
+        widths = [ndf * min(2 ** i, 8) for i in range(n_layers + 1)]
         for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
-            stride = 1 if i == 2 else 2
+            stride = 1 if i == n_layers - 1 else 2
             layers += [nn.Conv2d(cin, cout, 4, stride, 1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(ndf * 8, 1, 4, 1, 1)]
+        layers += [nn.Conv2d(widths[-1], 1, 4, 1, 1)]
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -167,8 +177,8 @@ class Discriminators(nn.Module):
 
     def __init__(self, cfg: CycleGANConfig):
         super().__init__()
-        self.D_T = Discriminator(cfg.ndf)
-        self.D_S = Discriminator(cfg.ndf)
+        self.D_T = Discriminator(cfg.ndf, cfg.d_layers)
+        self.D_S = Discriminator(cfg.ndf, cfg.d_layers)
 
     def forward(self, real_s, fake_s, real_t, fake_t) -> dict[str, torch.Tensor]:
         # halved so that D learns slower than G (paper, section 4)
