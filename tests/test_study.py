@@ -4,6 +4,7 @@ import re
 import shutil
 
 import pytest
+import yaml
 
 from i2iuda.config import load_config
 from i2iuda.experiment import STAGES, StudyConfig, run_study
@@ -22,13 +23,17 @@ TINY = [
 
 
 def test_study_end_to_end(tmp_path):
-    cfg = load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}"])
+    cfg = load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}", "seed=1"])
     run = tmp_path / "run"
     # interrupted between stages: stop after source-only, then run again
     run_study(cfg, run, stop_after="source_only", progress=False)
     stages = json.loads((run / "stages.json").read_text())
     assert list(stages) == ["data", "translate", "apply", "source_only"]
     assert not (run / "metrics.json").exists()
+    # the study's seed is the one every stage used and the saved configs say so
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["seed"] == saved["translate"]["seed"] == saved["segment"]["seed"] == 1
+    assert yaml.safe_load((run / "translate" / "config.yaml").read_text())["seed"] == 1
     metrics = run_study(cfg, run, progress=False)
     stages2 = json.loads((run / "stages.json").read_text())
     assert list(stages2) == list(STAGES)

@@ -135,6 +135,8 @@ def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, 
     run = Path(run).resolve()
     if cfg.data.synthetic_root:
         cfg = replace(cfg, data=replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve())))
+    # the study's seed is the one seed: the saved config.yaml shows it in every stage too
+    cfg = replace(cfg, translate=replace(cfg.translate, seed=cfg.seed), segment=replace(cfg.segment, seed=cfg.seed))
     for name, value in (("--from", from_stage), ("--stop-after", stop_after)):
         if value is not None and value not in STAGES:
             raise UserError(f"{name} {value!r}: expected one of {', '.join(STAGES)}")
@@ -180,7 +182,7 @@ def _can_resume(stage: str, run_dir: Path, stage_cfg) -> bool:
 def _segment(stage: str, cfg: StudyConfig, run_dir: Path, train: str, val: str, progress: bool) -> None:
     from .segmentation.train import train_segmenter
 
-    seg = replace(cfg.segment, train=train, val=val, seed=cfg.seed)
+    seg = replace(cfg.segment, train=train, val=val)
     train_segmenter(seg, run_dir, resume=_can_resume(stage, run_dir, seg), progress=progress)
 
 
@@ -197,7 +199,7 @@ def _run_stage(stage: str, cfg: StudyConfig, run: Path, s: dict, t_src: str, t_v
     elif stage == "translate":
         from .translation.train import train_translator
 
-        tcfg = replace(cfg.translate, source=s["source_train"], target=s["target_train"], seed=cfg.seed)
+        tcfg = replace(cfg.translate, source=s["source_train"], target=s["target_train"])
         train_translator(tcfg, run / "translate", resume=_can_resume(stage, run / "translate", tcfg),
                          progress=progress)
     elif stage == "apply":

@@ -14,15 +14,17 @@ T = TypeVar("T")
 
 
 class Bar:
-    """``with Bar(total, "train") as bar: ... bar.advance(1, loss=0.3)``."""
+    """``with Bar(total, "train") as bar: ... bar.advance(1, loss=0.3)``; ``show=False`` draws
+    nothing (inner loops, other DDP ranks) and keeps the call sites free of branches."""
 
-    def __init__(self, total: int | None, description: str, unit: str = "it", completed: int = 0):
+    def __init__(self, total: int | None, description: str, unit: str = "it", completed: int = 0,
+                 show: bool = True):
         self.unit = unit
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TaskProgressColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
             TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-            console=console, transient=False,
+            console=console, transient=False, disable=not show,
         )
         self.task = self.progress.add_task(description, total=total, completed=completed, rate="", info="")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -141,6 +142,9 @@ def _cyclegan_curves(tb: Path, ax) -> None:
         return
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    # a resumed run re-logs the steps after its last checkpoint and the reader drops the old
+    # ones (purge_step); that is expected, so keep its warning about it out of the console
+    logging.getLogger("tensorboard").setLevel(logging.ERROR)
     acc = EventAccumulator(str(tb))
     acc.Reload()
     for tag in ("loss/G_gan", "loss/F_gan", "loss/cycle_s", "loss/cycle_t", "loss/D_T", "loss/D_S"):

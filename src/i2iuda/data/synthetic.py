@@ -391,7 +391,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
         jobs += [(out, domain, split, a, min(a + chunk, n), cfg) for a in range(0, n, chunk)]
     total = cfg.n_source + cfg.n_target_train + cfg.n_target_val
     ctx = mp.get_context("fork") if hasattr(__import__("os"), "fork") else mp.get_context()
-    with Bar(total if progress else None, "synth", unit="frames") as bar:
+    with Bar(total, "synth", unit="frames", show=progress) as bar:
         if cfg.workers > 1:
             with ctx.Pool(cfg.workers) as pool:
                 for n in pool.imap_unordered(_write_job, jobs):

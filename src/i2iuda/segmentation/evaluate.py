@@ -84,7 +84,7 @@ def evaluate(model: torch.nn.Module, data: str | Index, size: tuple[int, int] | 
     model.eval()
     conf = torch.zeros(L.NUM_CLASSES, L.NUM_CLASSES, dtype=torch.int64, device=rt.device)
     shown = 0
-    bar = Bar(len(ds) if progress else None, "evaluate", unit="frames")
+    bar = Bar(len(ds), "evaluate", unit="frames", show=progress)
     with bar:
         for item in loader:
             x = rt.to_device(item["image"])

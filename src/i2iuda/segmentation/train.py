@@ -146,7 +146,7 @@ def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, s
                                          generator=torch.Generator().manual_seed(cfg.seed))
     model.train()
     t0, loss_sum, n_sum, last_loss = time.perf_counter(), 0.0, 0, float("nan")
-    with Bar(total if (progress and rt.is_main) else None, "segment", unit="step", completed=step) as bar:
+    with Bar(total, "segment", unit="step", completed=step, show=progress and rt.is_main) as bar:
         for batch in loader:
             x, y = rt.to_device(batch["image"]), batch["mask"].to(rt.device, non_blocking=True)
             with rt.autocast():

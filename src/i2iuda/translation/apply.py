@@ -110,7 +110,7 @@ def apply_translator(run: str | Path, source: str, out: str | Path, size: tuple[
         loader = torch.utils.data.DataLoader(SegmentationDataset(sub, eval_transform(size), with_labels=False),
                                              batch_size=batch, num_workers=workers, shuffle=False)
         with ThreadPoolExecutor(max_workers=2) as pool, \
-                Bar(len(todo) if progress else None, "translate", unit="frames") as bar:
+                Bar(len(todo), "translate", unit="frames", show=progress) as bar:
             pending = []
             for item in loader:
                 x = rt.to_device(item["image"])
