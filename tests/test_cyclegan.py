@@ -13,7 +13,8 @@ from PIL import Image
 from i2iuda.config import load_config
 from i2iuda.data.datasets import build_index
 from i2iuda.translation.apply import apply_translator, sample_grid
-from i2iuda.translation.cyclegan import CycleGANConfig, Discriminator, Generator, build_cyclegan, train_step
+from i2iuda.translation.cyclegan import (CycleGANConfig, Discriminator, Generator, build_cyclegan, patch_size,
+                                         train_step)
 from i2iuda.translation.train import TranslateConfig, lr_factor, train_translator
 
 TINY = ["model.ngf=8", "model.ndf=8", "model.n_blocks=1", "data.size=[32,64]", "data.batch_size=2",
@@ -46,7 +47,7 @@ def test_patchgan_depth_sets_the_patch_size(n_layers, patch):
     y = d(x)
     y[0, 0, y.shape[2] // 2, y.shape[3] // 2].backward()
     rows = (x.grad.abs().sum((0, 1, 3)) > 0).nonzero()
-    assert int(rows.max() - rows.min() + 1) == patch
+    assert int(rows.max() - rows.min() + 1) == patch == patch_size(n_layers)
 
 
 def test_one_step_changes_all_four_nets_and_losses_are_finite():

@@ -160,6 +160,7 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     from .config import load_config
     from .experiment import StudyConfig, specs
     from .translation.apply import sample_grid
+    from .translation.cyclegan import patch_size
 
     run = Path(run).resolve()
     cfg = load_config(StudyConfig, run / "config.yaml")
@@ -180,12 +181,16 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     save_png(figs / "predictions.png", prediction_grid(run, s["target_val"]))
 
     models = metrics["models"]
+    tm, td = cfg.translate.model, cfg.translate.data
+    spe = cfg.translate.steps_per_epoch  # None on real data: an epoch is one pass over the larger domain
+    length = f"{cfg.translate.epochs * spe} steps" if spe else f"{cfg.translate.epochs} epochs"
+    patch = patch_size(tm.d_layers)
     md = [f"# i2iuda study: {run.name}", "",
           "## Setup", "",
           f"- source train / val: `{s['source_train']}` / `{s['source_val']}`",
           f"- target train (unlabelled for translation) / val: `{s['target_train']}` / `{s['target_val']}`",
-          f"- translator: CycleGAN ngf={cfg.translate.model.ngf}, {cfg.translate.model.n_blocks} blocks, "
-          f"{cfg.translate.epochs} epochs, size {cfg.translate.data.size[0]}x{cfg.translate.data.size[1]}",
+          f"- translator: CycleGAN ngf={tm.ngf}, {tm.n_blocks} blocks, {patch}x{patch} PatchGAN, identity loss "
+          f"{'on' if tm.identity else 'off'}, {length} at batch {td.batch_size}, size {td.size[0]}x{td.size[1]}",
           f"- segmenter: {cfg.segment.model.arch}-{cfg.segment.model.backbone}, {cfg.segment.epochs} epochs, size "
           f"{cfg.segment.data.size[0]}x{cfg.segment.data.size[1]}, selected on source val mIoU", f"- seed {cfg.seed}", "",
           "## Results on the target val set", "", "| model | PA | MPA | mIoU | FWIoU |", "|---|---|---|---|---|"]

@@ -99,6 +99,11 @@ class Discriminator(nn.Module):
         return self.model(x)
 
 
+def patch_size(n_layers: int) -> int:
+    """Receptive field of one PatchGAN score: n_layers stride-2 4x4 convs, then two stride-1."""
+    return 9 * 2 ** n_layers - 2
+
+
 def init_weights(net: nn.Module, gain: float = 0.02) -> None:
     """N(0, 0.02) weights and zero biases, as in the reference implementation."""
     for m in net.modules():
