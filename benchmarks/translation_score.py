@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
-from i2iuda.data.datasets import parse_spec
 from i2iuda.segmentation.evaluate import run_eval
-from i2iuda.translation.apply import apply_translator
+from i2iuda.translation.apply import apply_translator, translated_spec
 
 
 def main() -> None:
@@ -39,11 +37,9 @@ def main() -> None:
         else:
             apply_translator(args.translator, args.source, tmp, device=args.device, workers=1, batch_size=16,
                              progress=False)
-            kind = parse_spec(args.source).kind
-            data = f"{'gta5' if kind == 'synthetic' else kind}:{tmp}:all"  # translated frames keep the layout
+            data = translated_spec(args.source, tmp, "all")
         r = run_eval(Path(args.judge), data, Path(tmp) / "eval", pictures=0, device=args.device, workers=1,
                      progress=False)
-        shutil.rmtree(Path(tmp) / "eval", ignore_errors=True)
     print(json.dumps({"translator": args.translator, "judge": args.judge, "source": args.source,
                       "mIoU": round(r["mIoU"], 2), "PA": round(r["PA"], 2)}))
 

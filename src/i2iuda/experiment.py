@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import save_config, to_dict
-from .data.datasets import build_index, parse_spec
+from .data.datasets import build_index
 from .data.synthetic import SynthConfig, generate
 from .errors import UserError
 from .io import write_json
@@ -79,9 +79,10 @@ def specs(cfg: StudyConfig) -> dict[str, str]:
 
 def translated_specs(cfg: StudyConfig, run: Path) -> tuple[str, str]:
     """The translated source keeps the source's layout, so its kind and holdout carry over."""
-    src = parse_spec(specs(cfg)["source_train"])
-    kind = "gta5" if src.kind == "synthetic" else src.kind
-    return f"{kind}:{run / 'translated'}:train", f"{kind}:{run / 'translated'}:val"
+    from .translation.apply import translated_spec
+
+    src = specs(cfg)["source_train"]
+    return translated_spec(src, run / "translated", "train"), translated_spec(src, run / "translated", "val")
 
 
 def stage_config(cfg: StudyConfig, stage: str) -> dict:

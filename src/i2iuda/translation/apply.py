@@ -21,7 +21,7 @@ import torch.nn.functional as nnf
 from PIL import Image
 
 from ..config import from_dict
-from ..data.datasets import Index, SegmentationDataset, build_index
+from ..data.datasets import Index, SegmentationDataset, build_index, parse_spec
 from ..data.transforms import denormalize, eval_transform
 from ..errors import UserError
 from ..io import atomic_write_bytes, encode_png, save_palette_png
@@ -84,6 +84,13 @@ def _copy_label(src: Path, dst: Path, size: tuple[int, int] | None, fmt: str) ->
 
 def _write_png(path: Path, frame: np.ndarray) -> None:
     atomic_write_bytes(path, encode_png(frame))  # OpenCV releases the GIL while encoding
+
+
+def translated_spec(source: str, out: str | Path, split: str) -> str:
+    """The spec that reads what ``apply_translator`` wrote from ``source`` into ``out``: the
+    output keeps the source's layout (the synthetic benchmark's source side is GTA5-style)."""
+    kind = parse_spec(source).kind
+    return f"{'gta5' if kind == 'synthetic' else kind}:{out}:{split}"
 
 
 def apply_translator(run: str | Path, source: str, out: str | Path, size: tuple[int, int] | str | None = None,

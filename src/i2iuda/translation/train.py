@@ -164,48 +164,43 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
     sums: dict[str, torch.Tensor] = {}
     n_sum, last = 0, {}
     t0, t_epoch = time.perf_counter(), time.perf_counter()
-    bar = Bar(total, "translate", unit="step", completed=step) if (progress and rt.is_main) else None
-    if bar:
-        bar.__enter__()
-    try:
-        for batch in loader:
-            real_s, real_t = rt.to_device(batch["source"]), rt.to_device(batch["target"])
-            loss, out = train_step(m, real_s, real_t, rt.autocast())
-            for s in scheds:
-                s.step()
-            for k, v in loss.items():
-                sums[k] = sums.get(k, 0) + v
-            n_sum += 1
-            step += 1
-            if step % cfg.log_every == 0 or step == end:
-                last = {k: float(v) / n_sum for k, v in sums.items()}  # the host sync, once per interval
-                sums, n_sum = {}, 0
-                if writer:
-                    for k, v in last.items():
-                        writer.add_scalar(f"loss/{k}", v, step)
-                    writer.add_scalar("lr", scheds[0].get_last_lr()[0], step)
-            if writer and (step % cfg.image_every == 0 or step == end):
-                picture = snapshot(out, real_s, real_t)
-                save_png(run / "images" / f"step_{step:07d}.png", picture)
-                writer.add_image("translation", picture, step, dataformats="HWC")
-            if step % cfg.checkpoint_every == 0 or step == end:
-                if rt.is_main:
-                    save_checkpoint(ckpt_path, m, scheds, step, cfg, elapsed + time.perf_counter() - t0)
-                rt.barrier()
-            if bar:
+    with Bar(total, "translate", unit="step", completed=step, show=progress and rt.is_main) as bar:
+        try:
+            for batch in loader:
+                real_s, real_t = rt.to_device(batch["source"]), rt.to_device(batch["target"])
+                loss, out = train_step(m, real_s, real_t, rt.autocast())
+                for s in scheds:
+                    s.step()
+                for k, v in loss.items():
+                    sums[k] = sums.get(k, 0) + v
+                n_sum += 1
+                step += 1
+                if step % cfg.log_every == 0 or step == end:
+                    last = {k: float(v) / n_sum for k, v in sums.items()}  # the host sync, once per interval
+                    sums, n_sum = {}, 0
+                    if writer:
+                        for k, v in last.items():
+                            writer.add_scalar(f"loss/{k}", v, step)
+                        writer.add_scalar("lr", scheds[0].get_last_lr()[0], step)
+                if writer and (step % cfg.image_every == 0 or step == end):
+                    picture = snapshot(out, real_s, real_t)
+                    save_png(run / "images" / f"step_{step:07d}.png", picture)
+                    writer.add_image("translation", picture, step, dataformats="HWC")
+                if step % cfg.checkpoint_every == 0 or step == end:
+                    if rt.is_main:
+                        save_checkpoint(ckpt_path, m, scheds, step, cfg, elapsed + time.perf_counter() - t0)
+                    rt.barrier()
                 bar.advance(1, **({"G": last.get("G_total", 0.0), "D": last.get("D_T", 0.0) + last.get("D_S", 0.0)}
                                   if last else {}))
-            if step % per_epoch == 0 and rt.is_main:
-                dt = time.perf_counter() - t_epoch
-                t_epoch = time.perf_counter()
-                console.print(f"epoch {step // per_epoch}/{cfg.epochs} step {step} | "
-                              + " ".join(f"{k} {v:.3f}" for k, v in last.items())
-                              + f" | {per_epoch / dt:.2f} step/s | lr {scheds[0].get_last_lr()[0]:.2e}")
-    finally:
-        if bar:
-            bar.__exit__(None, None, None)
-        if writer:
-            writer.close()
+                if step % per_epoch == 0 and rt.is_main:
+                    dt = time.perf_counter() - t_epoch
+                    t_epoch = time.perf_counter()
+                    console.print(f"epoch {step // per_epoch}/{cfg.epochs} step {step} | "
+                                  + " ".join(f"{k} {v:.3f}" for k, v in last.items())
+                                  + f" | {per_epoch / dt:.2f} step/s | lr {scheds[0].get_last_lr()[0]:.2e}")
+        finally:
+            if writer:
+                writer.close()
     wall = elapsed + time.perf_counter() - t0
     summary = {"steps": step, "total_steps": total, "finished": step >= total, "wall_seconds": round(wall, 2),
                "steps_per_second": round(step / wall, 4) if wall > 0 else None, "last_losses": last}
