@@ -22,11 +22,12 @@ from pathlib import Path
 
 from i2iuda.segmentation.evaluate import run_eval
 from i2iuda.translation.apply import apply_translator, translated_spec
+from i2iuda.translation.train import load_translator
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--translator", required=True, help="CycleGAN run folder, or 'none'")
+    p.add_argument("--translator", required=True, help="translate-train run folder (any method), or 'none'")
     p.add_argument("--judge", required=True, help="segmentation run folder trained on target labels")
     p.add_argument("--source", required=True, help="labelled source spec, e.g. synthetic:data/synthetic:source-val")
     p.add_argument("--device", default="cpu")
@@ -35,7 +36,8 @@ def main() -> None:
         if args.translator == "none":
             data = args.source
         else:
-            apply_translator(args.translator, args.source, tmp, device=args.device, workers=1, batch_size=16,
+            translator, cfg = load_translator(args.translator, args.device)
+            apply_translator(translator, args.source, tmp, tuple(cfg.data.size), workers=1, batch_size=16,
                              progress=False)
             data = translated_spec(args.source, tmp, "all")
         r = run_eval(Path(args.judge), data, Path(tmp) / "eval", pictures=0, device=args.device, workers=1,

@@ -5,9 +5,9 @@ import pytest
 
 from i2iuda.config import load_config, parse_override
 from i2iuda.errors import UserError
-from i2iuda.experiment import StudyConfig
+from i2iuda.experiment import StudyConfig, arms
 from i2iuda.segmentation.train import SegmentConfig
-from i2iuda.translation.train import TranslateConfig
+from i2iuda.translation.train import TranslateConfig, with_method_defaults
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KIND = {"cyclegan": TranslateConfig, "segment": SegmentConfig, "study": StudyConfig}
@@ -16,15 +16,24 @@ KIND = {"cyclegan": TranslateConfig, "segment": SegmentConfig, "study": StudyCon
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_loads(path):
     cfg = load_config(KIND[path.name.split("_")[0]], path)
-    assert cfg is not None
+    if isinstance(cfg, TranslateConfig):
+        with_method_defaults(cfg)
+    if isinstance(cfg, StudyConfig):  # every arm resolves, with its method's settings checked
+        assert [a.name for a in arms(cfg)][0] == "source_only"
+        for m in ("cyclegan", "fda"):
+            with_method_defaults(arms(load_config(StudyConfig, path, [f"translate.methods=[{m}]"]))[1].translate)
 
 
 def test_overrides_and_errors(tmp_path):
-    cfg = load_config(TranslateConfig, None, ["model.ngf=32", "data.size=[64,128]", "amp=bf16"])
-    assert cfg.model.ngf == 32 and cfg.data.size == (64, 128) and cfg.amp == "bf16"
+    cfg = with_method_defaults(load_config(TranslateConfig, None, ["model.ngf=32", "data.size=[64,128]", "amp=bf16"]))
+    assert cfg.model["ngf"] == 32 and cfg.model["n_blocks"] == 9 and cfg.data.size == (64, 128) and cfg.amp == "bf16"
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
-    with pytest.raises(UserError, match=r"config.model: unknown key\(s\) ngff"):
-        load_config(TranslateConfig, None, ["model.ngff=3"])
+    with pytest.raises(UserError, match=r"model: unknown key\(s\) ngff"):  # checked by the method's Config
+        with_method_defaults(load_config(TranslateConfig, None, ["model.ngff=3"]))
+    with pytest.raises(UserError, match="method 'pix2pix': expected one of cyclegan, fda"):
+        with_method_defaults(load_config(TranslateConfig, None, ["method=pix2pix"]))
+    fda = with_method_defaults(load_config(TranslateConfig, None, ["method=fda"]))
+    assert fda.model == {"beta": 0.01}
     with pytest.raises(UserError, match="config.amp: 'fp8' is not one of none, bf16, fp16"):
         load_config(TranslateConfig, None, ["amp=fp8"])
     with pytest.raises(UserError, match="config.epochs: expected int"):

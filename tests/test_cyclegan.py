@@ -1,4 +1,5 @@
 """CycleGAN: the paper's nets, one step, learning a colour shift, resume, apply, DDP."""
+import json
 import os
 import subprocess
 import sys
@@ -13,9 +14,10 @@ from PIL import Image
 from i2iuda.config import load_config
 from i2iuda.data.datasets import build_index
 from i2iuda.translation.apply import apply_translator, sample_grid
+from i2iuda.translation.base import lr_factor
 from i2iuda.translation.cyclegan import (CycleGANConfig, Discriminator, Generator, build_cyclegan, patch_size,
                                          train_step)
-from i2iuda.translation.train import TranslateConfig, lr_factor, train_translator
+from i2iuda.translation.train import TranslateConfig, load_translator, train_translator
 
 TINY = ["model.ngf=8", "model.ndf=8", "model.n_blocks=1", "data.size=[32,64]", "data.batch_size=2",
         "data.workers=0", "device=cpu", "log_every=2", "image_every=4", "checkpoint_every=4"]
@@ -100,17 +102,20 @@ def test_translation_moves_colour_statistics_toward_target(toy_domains, tmp_path
                                                      "data.batch_size=4", "checkpoint_every=300", "image_every=300",
                                                      "log_every=50"])
     train_translator(cfg, tmp_path / "run", progress=False)
-    apply_translator(tmp_path / "run", source, tmp_path / "out", workers=0, progress=False)
+    apply_translator(load_translator(tmp_path / "run", "cpu")[0], source, tmp_path / "out", (32, 64), workers=0,
+                     progress=False)
     mu_s, mu_t = color_mean(source), color_mean(target)
     mu_g = color_mean(f"folder:{tmp_path / 'out' / 'images'}")
     # the translated frames' mean colour is much closer to the target's than the source's was
     assert np.abs(mu_g - mu_t).sum() < 0.5 * np.abs(mu_s - mu_t).sum(), (mu_s, mu_g, mu_t)
-    assert (tmp_path / "run" / "images").glob("*.png")
+    assert list((tmp_path / "run" / "images").glob("*.png"))
     assert list((tmp_path / "run" / "tb").iterdir())
+    logged = [json.loads(line) for line in (tmp_path / "run" / "losses.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged if "loss/G_total" in r] == [50, 100, 150, 200, 250, 300]
 
 
 def _weights(run: Path) -> dict:
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["trainer"]
     return {**{f"g.{k}": v for k, v in ckpt["gens"].items()}, **{f"d.{k}": v for k, v in ckpt["discs"].items()}}
 
 
@@ -126,6 +131,8 @@ def test_resume_is_exact(synth_root, tmp_path):
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], half[k]) for k in a)  # the second half did train
+    # the loss log of the resumed run is the uninterrupted run's, line for line
+    assert (tmp_path / "once" / "losses.jsonl").read_text() == (tmp_path / "twice" / "losses.jsonl").read_text()
 
 
 def test_apply_writes_each_frame_once_and_skips_finished(synth_root, tmp_path):
@@ -133,7 +140,8 @@ def test_apply_writes_each_frame_once_and_skips_finished(synth_root, tmp_path):
                    "epochs=1", "steps_per_epoch=2"]
     train_translator(load_config(TranslateConfig, None, over), tmp_path / "run", progress=False)
     spec = f"synthetic:{synth_root}:source"
-    r = apply_translator(tmp_path / "run", spec, tmp_path / "out", workers=0, progress=False)
+    translator, cfg = load_translator(tmp_path / "run", "cpu")
+    r = apply_translator(translator, spec, tmp_path / "out", tuple(cfg.data.size), workers=0, progress=False)
     files = sorted((tmp_path / "out" / "images").glob("*.png"))
     assert r["translated"] == 40 and len(files) == 40 and r["labels"] == 40
     assert Image.open(files[0]).size == (64, 32)  # the training size (W, H)
@@ -143,16 +151,16 @@ def test_apply_writes_each_frame_once_and_skips_finished(synth_root, tmp_path):
     assert Image.open(idx.samples[0].label).mode == "P" and Image.open(idx.samples[0].label).size == (64, 32)
     # a re-run skips everything; a deleted frame is redone, and no temp file is left behind
     files[3].unlink()
-    r = apply_translator(tmp_path / "run", spec, tmp_path / "out", workers=0, progress=False)
+    r = apply_translator(translator, spec, tmp_path / "out", tuple(cfg.data.size), workers=0, progress=False)
     assert (r["translated"], r["skipped"]) == (1, 39)
     assert not list((tmp_path / "out").rglob("*.tmp"))
     # any size on request, and the other direction
-    r = apply_translator(tmp_path / "run", f"synthetic:{synth_root}:target-val", tmp_path / "full", size="full",
+    r = apply_translator(translator, f"synthetic:{synth_root}:target-val", tmp_path / "full", None,
                          direction="t2s", workers=0, progress=False)
     one = next((tmp_path / "full" / "leftImg8bit").rglob("*.png"))
     assert Image.open(one).size == (128, 64)
     # the picture of what the translator does: 3 rows of 6 frames at the training size
-    pic = sample_grid(tmp_path / "run", spec, f"synthetic:{synth_root}:target-val", n=3)
+    pic = sample_grid(translator, spec, f"synthetic:{synth_root}:target-val", n=3, size=(32, 64))
     assert pic.dtype == np.uint8 and pic.shape[0] > 3 * 32 and pic.shape[1] > 6 * 64
 
 
@@ -161,15 +169,15 @@ def test_ddp_two_gloo_processes(synth_root, tmp_path):
     script.write_text(textwrap.dedent("""
         import sys, torch, torch.distributed as dist
         from i2iuda.config import load_config
-        from i2iuda.translation import train as T
+        from i2iuda.translation import cyclegan, train as T
 
         cfg = load_config(T.TranslateConfig, None, sys.argv[2:])
         built = {}
-        orig = T.build_cyclegan
+        orig = cyclegan.build
         def spy(*a, **k):
             built["m"] = orig(*a, **k)
             return built["m"]
-        T.build_cyclegan = spy
+        cyclegan.build = spy
         T.train_translator(cfg, sys.argv[1], progress=False)
         flat = torch.cat([p.detach().flatten() for p in built["m"].gens.parameters()])
         torch.save(flat, f"{sys.argv[1]}/rank{dist.get_rank()}.pt")

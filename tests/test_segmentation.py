@@ -14,7 +14,7 @@ from PIL import Image
 
 from i2iuda.config import load_config
 from i2iuda.errors import DataError
-from i2iuda.segmentation.evaluate import evaluate_prediction_files, run_eval
+from i2iuda.segmentation.evaluate import EvalProtocol, evaluate_prediction_files, run_eval
 from i2iuda.segmentation.models import ModelConfig, build_model
 from i2iuda.segmentation.train import SegmentConfig, train_segmenter
 
@@ -82,8 +82,8 @@ def test_eval_and_prediction_files_agree(trained, synth_root, tmp_path):
     for k in ("PA", "MPA", "mIoU", "FWIoU"):
         assert again[k] == pytest.approx(r[k])
     assert again["confusion"] == r["confusion"]
-    slid = run_eval(run, spec, tmp_path / "slide", slide=(48, 96), pictures=0, device="cpu", workers=0,
-                    progress=False)
+    slid = run_eval(run, spec, tmp_path / "slide", EvalProtocol(slide=(48, 96)), pictures=0, device="cpu",
+                    workers=0, progress=False)
     assert slid["sliding_window"] == [48, 96] and 0 < slid["PA"] <= 100
     # bad prediction files: wrong size, bad values, missing
     bad = tmp_path / "bad"
@@ -121,8 +121,8 @@ def test_resume_is_exact(synth_root, tmp_path):
     train_segmenter(cfg, tmp_path / "once", progress=False)
     train_segmenter(cfg, tmp_path / "twice", stop_at_step=4, progress=False)
     train_segmenter(cfg, tmp_path / "twice", resume=True, progress=False)
-    a = torch.load(tmp_path / "once" / "checkpoints" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "twice" / "checkpoints" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "once" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
+    b = torch.load(tmp_path / "twice" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["history"] == b["history"]
 

@@ -1,4 +1,4 @@
-"""The whole study end to end on a tiny preset: stages, skipping, resume, metrics, report."""
+"""The whole study end to end on a tiny preset: arms, stages, skipping, resume, metrics, report."""
 import json
 import re
 import shutil
@@ -7,79 +7,124 @@ import pytest
 import yaml
 
 from i2iuda.config import load_config
-from i2iuda.experiment import STAGES, StudyConfig, run_study
-from i2iuda.report import check_in_browser
+from i2iuda.experiment import StudyConfig, arms, run_study
+from i2iuda.report import check_in_browser, write_report
 
 TINY = [
     "data.synthetic.height=64", "data.synthetic.width=128", "data.synthetic.n_source=30",
     "data.synthetic.n_target_train=20", "data.synthetic.n_target_val=8", "data.synthetic.workers=1",
-    "translate.model.ngf=8", "translate.model.ndf=8", "translate.model.n_blocks=1",
-    "translate.data.size=[32,64]", "translate.data.batch_size=2", "translate.data.workers=0",
-    "translate.epochs=1", "translate.steps_per_epoch=4", "translate.image_every=4", "translate.checkpoint_every=4",
+    "translate.settings.cyclegan={model: {ngf: 8, ndf: 8, n_blocks: 1}, data: {size: [32, 64], batch_size: 2, "
+    "workers: 0}, epochs: 1, steps_per_epoch: 4, image_every: 4, checkpoint_every: 4, device: cpu}",
     "segment.model.backbone=resnet18", "segment.data.size=[32,64]", "segment.data.crop=[32,64]",
-    "segment.data.batch_size=4", "segment.data.workers=0",
+    "segment.data.batch_size=4", "segment.data.workers=0", "segment.device=cpu",
     "segment.epochs=2", "segment.steps_per_epoch=3", "eval.pictures=2", "workers=0",
 ]
 
 
+def tiny(tmp_path, *more):
+    return load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}", *more])
+
+
+def test_arms_as_data(tmp_path):
+    cfg = tiny(tmp_path, "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}, short: {epochs: 3,"
+                         " method: cyclegan}}")
+    a = {x.name: x for x in arms(cfg)}
+    assert list(a) == ["source_only", "cyclegan", "fda_b005", "short", "oracle"]
+    assert a["fda_b005"].translate.model == {"beta": 0.05} and a["fda_b005"].on_the_fly
+    assert a["short"].translate.epochs == 3 and a["short"].translate.model["ngf"] == 8  # preset settings kept
+    assert a["cyclegan"].translate.seed == cfg.seed and not a["cyclegan"].on_the_fly
+    listed = [x.name for x in arms(tiny(tmp_path, "translate.methods=[cyclegan, fda]", "oracle=false"))]
+    assert listed == ["source_only", "cyclegan", "fda"]
+    from i2iuda.errors import UserError
+    with pytest.raises(UserError, match="method 'cut': expected one of"):
+        arms(tiny(tmp_path, "translate.methods=[cut]"))
+    with pytest.raises(UserError, match="translate.methods.oracle: arm names"):
+        arms(tiny(tmp_path, "translate.methods=[oracle]"))
+
+
 def test_study_end_to_end(tmp_path):
-    cfg = load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}", "seed=1"])
+    cfg = tiny(tmp_path, "seed=1")
     run = tmp_path / "run"
     # interrupted between stages: stop after source-only, then run again
-    run_study(cfg, run, stop_after="source_only", progress=False)
+    run_study(cfg, run, stop_after="segment:source_only", progress=False)
     stages = json.loads((run / "stages.json").read_text())
-    assert list(stages) == ["data", "translate", "apply", "source_only"]
+    assert list(stages) == ["data", "translate:cyclegan", "apply:cyclegan", "segment:source_only"]
     assert not (run / "metrics.json").exists()
     # the study's seed is the one every stage used and the saved configs say so
     saved = yaml.safe_load((run / "config.yaml").read_text())
-    assert saved["seed"] == saved["translate"]["seed"] == saved["segment"]["seed"] == 1
-    assert yaml.safe_load((run / "translate" / "config.yaml").read_text())["seed"] == 1
+    assert saved["seed"] == saved["segment"]["seed"] == 1
+    assert yaml.safe_load((run / "translate" / "cyclegan" / "config.yaml").read_text())["seed"] == 1
     metrics = run_study(cfg, run, progress=False)
     stages2 = json.loads((run / "stages.json").read_text())
-    assert list(stages2) == list(STAGES)
-    for s in ("data", "translate", "apply", "source_only"):
+    assert list(stages2) == ["data", "translate:cyclegan", "apply:cyclegan", "segment:source_only",
+                             "segment:cyclegan", "segment:oracle", "evaluate:source_only", "evaluate:cyclegan",
+                             "evaluate:oracle", "report"]
+    for s in stages:
         assert stages2[s] == stages[s]  # not redone
-    # metrics.json: the documented schema
+    # metrics.json: the documented schema, one row per arm
     m = json.loads((run / "metrics.json").read_text())
     assert metrics == m  # what run_study returns is what it wrote
-    assert m["schema"] == "i2iuda.study.metrics/1"
-    assert set(m["models"]) == {"source_only", "adapted", "oracle"}
-    for v in m["models"].values():
-        assert {"PA", "MPA", "mIoU", "FWIoU", "per_class_IoU"} <= set(v) and len(v["per_class_IoU"]) == 19
-    assert m["gap_closed"] is None or isinstance(m["gap_closed"], float)
+    assert m["schema"] == "i2iuda.study.metrics/2"
+    assert list(m["arms"]) == ["source_only", "cyclegan", "oracle"] and set(m["ranking"]) == {"source_only", "cyclegan"}
+    for name, v in m["arms"].items():
+        assert {"kind", "PA", "MPA", "mIoU", "FWIoU", "per_class_IoU", "delta_mIoU", "gap_closed"} <= set(v)
+        assert len(v["per_class_IoU"]) == 19
+        assert v["delta_mIoU"] == pytest.approx(v["mIoU"] - m["arms"]["source_only"]["mIoU"])
     # the report: self-contained, every image inlined and decodable
     page = (run / "report.html").read_text()
     imgs = re.findall(r'<img alt="[^"]*" src="([^"]+)"', page)
-    assert len(imgs) >= 4 and all(src.startswith("data:image/png;base64,") for src in imgs)
-    assert "Gap closed" in page or m["gap_closed"] is None
-    assert (run / "report.md").exists()
+    assert len(imgs) >= 5 and all(src.startswith("data:image/png;base64,") for src in imgs)
+    assert "Gap closed" in page and "<table>" in page and (run / "report.md").exists()
     if shutil.which("chromium"):  # checked as a person would see it (Debian's chromium)
         assert check_in_browser(run / "report.html") == (len(imgs), len(imgs))
+    # the report reads files only: it rebuilds the same page with every checkpoint gone
+    for ckpt in run.rglob("*.pt"):
+        ckpt.unlink()
+    write_report(run)
+    assert (run / "report.html").read_text() == page
     # a re-run skips every stage; --from redoes a stage and what follows
     before = (run / "metrics.json").stat().st_mtime_ns
     run_study(cfg, run, progress=False)
     assert (run / "metrics.json").stat().st_mtime_ns == before
-    run_study(cfg, run, from_stage="evaluate", progress=False)
+    run_study(cfg, run, from_stage="report", progress=False)
     assert (run / "metrics.json").stat().st_mtime_ns != before
-    assert json.loads((run / "stages.json").read_text())["oracle"] == stages2["oracle"]
+    assert json.loads((run / "stages.json").read_text())["segment:oracle"] == stages2["segment:oracle"]
+
+
+def test_adding_an_arm_runs_only_that_arm(tmp_path):
+    run = tmp_path / "run"
+    run_study(tiny(tmp_path, "oracle=false"), run, progress=False)
+    before = json.loads((run / "stages.json").read_text())
+    cfg = tiny(tmp_path, "oracle=false", "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}}")
+    m = run_study(cfg, run, progress=False)
+    after = json.loads((run / "stages.json").read_text())
+    redone = {k for k in after if before.get(k) != after[k]}
+    assert redone == {"translate:fda_b005", "apply:fda_b005", "segment:fda_b005", "evaluate:fda_b005", "report"}
+    assert list(m["arms"]) == ["source_only", "cyclegan", "fda_b005"] and m["arms"]["cyclegan"]["gap_closed"] is None
+    # FDA trains nothing (no checkpoint), translates only source val offline, and its segmenter
+    # trained on raw source with FDA on the fly, selected on the FDA-translated source val
+    assert not (run / "translate" / "fda_b005" / "checkpoints").exists()
+    seg = yaml.safe_load((run / "segment" / "fda_b005" / "config.yaml").read_text())
+    assert seg["fda_beta"] == 0.05 and seg["fda_target"].endswith(":target-train")
+    assert seg["train"].endswith(":source-train") and "translated/fda_b005" in seg["val"]
+    assert (run / "translated" / "fda_b005" / "images").is_dir()
+    assert "b = 1 at 32x64" in (run / "report.md").read_text()  # the band FDA swaps, printed
 
 
 def test_changed_config_does_not_resume_a_foreign_checkpoint(tmp_path):
     from i2iuda.errors import UserError
 
-    cfg = load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}"])
     run = tmp_path / "run"
-    run_study(cfg, run, stop_after="translate", progress=False)
+    run_study(tiny(tmp_path), run, stop_after="translate", progress=False)
     (run / "stages.json").write_text("{}")  # as if killed before the stage was recorded done
-    changed = load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}",
-                                                      "translate.model.ngf=4"])
-    with pytest.raises(UserError, match="stage translate: .* another config; use --from translate"):
+    changed = tiny(tmp_path, "translate.settings.cyclegan.model.ngf=4")
+    with pytest.raises(UserError, match="stage translate:cyclegan: .* another config; use --from translate:cyclegan"):
         run_study(changed, run, progress=False)
-    run_study(changed, run, from_stage="translate", stop_after="translate", progress=False)
+    run_study(changed, run, from_stage="translate:cyclegan", stop_after="translate", progress=False)
 
 
 def test_bad_stage_name_is_a_clear_error(tmp_path):
     from i2iuda.errors import UserError
 
-    with pytest.raises(UserError, match="--from 'nope': expected one of data, translate"):
+    with pytest.raises(UserError, match="--from 'nope': expected a stage .*segment:source_only.* or a kind"):
         run_study(StudyConfig(), tmp_path, from_stage="nope", progress=False)

@@ -19,7 +19,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect data sets.")
 app.add_typer(data_app, name="data")
 segment_app = typer.Typer(no_args_is_help=True, help="Train and evaluate segmentation models (DeepLab).")
 app.add_typer(segment_app, name="segment")
-translate_app = typer.Typer(no_args_is_help=True, help="Train an unpaired translator (CycleGAN) and apply it.")
+translate_app = typer.Typer(no_args_is_help=True, help="Train an unpaired translator (CycleGAN, FDA) and apply it.")
 app.add_typer(translate_app, name="translate")
 
 _state = {"debug": False}
@@ -107,37 +107,73 @@ def translate_train(
     out: Path = typer.Option(..., "--out", help="Run folder (config, logs, grids, checkpoints)."),
     source: str | None = typer.Option(None, help="Source data spec, e.g. gta5:/data/GTA5:train."),
     target: str | None = typer.Option(None, help="Target data spec, e.g. cityscapes:/data/cityscapes:train."),
+    method: str | None = typer.Option(None, help="cyclegan (default) or fda (trains nothing: writes the run folder)."),
     config: Path | None = typer.Option(None, "--config", help="YAML config (see configs/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. model.ngf=32 epochs=10."),
 ) -> None:
-    """Train CycleGAN source -> target. Resumable; under torchrun it trains with DDP."""
+    """Train a translator source -> target. Resumable; under torchrun it trains with DDP."""
     from .translation.train import resolve_config, train_translator
 
-    cfg = resolve_config(out, config, _overrides(overrides, source=source, target=target), resume)
+    cfg = resolve_config(out, config, _overrides(overrides, source=source, target=target, method=method), resume)
     summary = train_translator(cfg, out, resume=resume)
+    if summary.get("trains") is False:
+        typer.echo(f"{summary['description']}: nothing to train; run folder: {out}")
+        return
     typer.echo(f"{summary['steps']} steps in {summary['wall_seconds']:.0f}s "
                f"({summary['steps_per_second']} steps/s); run folder: {out}")
 
 
 @translate_app.command("apply")
 def translate_apply(
-    run: Path = typer.Option(..., "--run", help="A translate-train run folder."),
     source: str = typer.Option(..., "--source", help="Data set to translate (spec)."),
     out: Path = typer.Option(..., "--out", help="Output folder; keeps the input's layout and labels."),
-    size: str | None = typer.Option(None, help="HxW, or 'full' for each frame's own size (default: training size)."),
-    direction: str = typer.Option("s2t", help="s2t (G: source->target) or t2s (F: target->source)."),
+    run: Path | None = typer.Option(None, "--run", help="A translate-train run folder."),
+    method: str | None = typer.Option(None, help="Instead of --run, a method that trains nothing (fda)."),
+    target: str | None = typer.Option(None, help="With --method: the target set (FDA takes its amplitudes)."),
+    seed: int = typer.Option(0, help="With --method: seeds the target frame drawn for each source frame."),
+    size: str | None = typer.Option(None, help="HxW, or 'full' for each frame's own size (default: the "
+                                                "translator's training size; full for methods that do not train)."),
+    direction: str = typer.Option("s2t", help="s2t (source->target) or t2s (target->source, CycleGAN's F)."),
     batch_size: int = typer.Option(4, help="Frames per forward pass."),
     workers: int = typer.Option(2, help="Decoding workers."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     amp: str = typer.Option("none", help="none, bf16 or fp16 (CUDA)."),
+    overrides: list[str] = typer.Argument(None, help="With --method: its settings, e.g. model.beta=0.05."),
 ) -> None:
-    """Translate a whole data set with a trained generator (skips frames already written)."""
+    """Translate a whole data set (skips frames already written). FDA output is clipped to 0..255."""
     from .translation.apply import apply_translator
 
-    target_size = size if size == "full" else parse_size(size)
-    r = apply_translator(run, source, out, target_size, direction, batch_size, workers, device, amp)
+    translator, cfg = _translator(run, method, target, seed, overrides, device, amp)
+    from .translation.methods import method as get_method
+
+    trains = get_method(cfg.method).TRAINS
+    target_size = None if size == "full" else parse_size(size) or (tuple(cfg.data.size) if trains else None)
+    r = apply_translator(translator, source, out, target_size, direction, batch_size, workers)
     typer.echo(f"translated {r['translated']} frames ({r['skipped']} already there), {r['labels']} labels -> {out}")
+
+
+def _translator(run: Path | None, method: str | None, target: str | None, seed: int, overrides: list[str] | None,
+                device: str, amp: str = "none"):
+    """The translator of a run folder, or of a method that trains nothing, built from options."""
+    from .config import load_config
+    from .runtime import init_runtime
+    from .translation.methods import method as get_method
+    from .translation.train import TranslateConfig, load_translator, with_method_defaults
+
+    if (run is None) == (method is None):
+        raise UserError("give --run RUN (a translate-train run) or --method METHOD --target SPEC")
+    if run is not None:
+        if overrides:
+            raise UserError("--run uses the run's saved settings: drop the key=value overrides")
+        return load_translator(run, device, amp)
+    if get_method(method).TRAINS:
+        raise UserError(f"--method {method}: it needs training first ('i2iuda translate train'), then --run")
+    if not target:
+        raise UserError(f"--method {method}: give --target SPEC")
+    cfg = with_method_defaults(load_config(TranslateConfig, None, list(overrides or []) + [
+        f"method={method}", f"target={target}", f"seed={seed}"]))
+    return get_method(method).build(cfg, init_runtime(device, amp), 0, training=False).eval(), cfg
 
 
 @translate_app.command("samples")
@@ -148,18 +184,16 @@ def translate_samples(
     target: str | None = typer.Option(None, help="Target spec (default: the run's target)."),
     n: int = typer.Option(6, help="Frames per domain."),
     size: str | None = typer.Option(None, help="HxW (default: training size)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
 ) -> None:
-    """Picture a trained translator: source, G(source), F(G(source)), target, F(target), G(F(target))."""
-    from .config import load_config
+    """Picture what a translator does (CycleGAN: source, G(source), F(G(source)), target, F(target),
+    G(F(target)); FDA: source, the target whose amplitude it takes, the result)."""
     from .io import save_png
     from .translation.apply import sample_grid
-    from .translation.train import TranslateConfig
 
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise UserError(f"--run {run}: no config.yaml (not a translate-train run folder)")
-    cfg = load_config(TranslateConfig, cfg_path)
-    save_png(out, sample_grid(run, source or cfg.source, target or cfg.target, n, parse_size(size)))
+    translator, cfg = _translator(run, None, None, 0, None, device)
+    size_hw = parse_size(size) or tuple(cfg.data.size)
+    save_png(out, sample_grid(translator, source or cfg.source, target or cfg.target, n, size_hw))
     typer.echo(f"wrote {out}")
 
 
@@ -197,10 +231,15 @@ def segment_eval(
     workers: int = typer.Option(2, help="Decoding workers."),
 ) -> None:
     """Evaluate a trained model: PA, MPA, mIoU, FWIoU and per-class IoU over the whole set."""
-    from .segmentation.evaluate import run_eval
+    from .segmentation.evaluate import EvalProtocol, class_subset, run_eval
 
-    r = run_eval(run, data, out, parse_size(size), flip, scales, classes, save_predictions, pictures, device, workers,
-                 slide=parse_size(slide, "--slide"))
+    try:
+        scale_list = tuple(float(s) for s in scales.split(","))
+    except ValueError:
+        raise UserError(f"--scales {scales!r}: expected numbers separated by commas") from None
+    class_subset(classes)
+    protocol = EvalProtocol(parse_size(size), parse_size(slide, "--slide"), flip, scale_list, classes)
+    r = run_eval(run, data, out, protocol, save_predictions, pictures, device, workers)
     typer.echo(r["table"])
 
 
@@ -228,11 +267,13 @@ DEFAULT_STUDY = Path(__file__).parent / "configs" / "study_synthetic_cpu.yaml"
 def run_cmd(
     config: Path | None = typer.Option(None, "--config", help="Study YAML (default: the synthetic CPU preset)."),
     out: Path = typer.Option(Path("runs/study"), "--out", help="Run folder."),
-    from_stage: str | None = typer.Option(None, "--from", help="Redo this stage and all after it."),
-    stop_after: str | None = typer.Option(None, "--stop-after", help="Stop after this stage."),
+    from_stage: str | None = typer.Option(None, "--from", help="Redo this stage (e.g. segment:fda, or a kind: "
+                                                                 "translate, apply, segment, evaluate, report) "
+                                                                 "and all after it."),
+    stop_after: str | None = typer.Option(None, "--stop-after", help="Stop after this stage (or kind)."),
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. seed=1 oracle=false."),
 ) -> None:
-    """The whole study: translate, train source-only / adapted / oracle, evaluate on target val, report."""
+    """The whole study: every arm (source-only, one per translator, oracle) trained and evaluated on target val."""
     from .config import load_config
     from .experiment import StudyConfig, results_table, run_study
 

@@ -34,6 +34,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if len(args) > 1:  # e.g. list[str] | dict[str, dict]: the first whose container type matches
+            for a in args:
+                if isinstance(value, typing.get_origin(a) or a):
+                    return _convert(a, value, where)
+            names = " or ".join((typing.get_origin(a) or a).__name__ for a in args)
+            raise UserError(f"{where}: expected a {names}, got {value!r}")
         return _convert(args[0], value, where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -49,7 +55,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
             raise UserError(f"{where}: expected {len(args)} values, got {value!r}")
         return tuple(_convert(a, v, where) for a, v in zip(args, value))
     if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
         return [_convert(typing.get_args(tp)[0], v, where) for v in value]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping, got {value!r}")
+        return value
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
             raise UserError(f"{where}: {value!r} is not one of {', '.join(map(str, typing.get_args(tp)))}")
@@ -71,10 +83,10 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -111,9 +123,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(loaded, dict):
             raise UserError(f"{path}: expected a mapping at the top level")
-        data, where = _merge(data, loaded), str(path)
+        data, where = merge(data, loaded), str(path)
     for o in overrides:
-        data = _merge(data, parse_override(o))
+        data = merge(data, parse_override(o))
     return from_dict(cls, data, where)
 
 

@@ -1,43 +1,53 @@
-"""The study in one command: translate source -> target, then compare a segmenter trained on
-raw source ("source-only") with one trained on translated source ("adapted"), and optionally
-one trained on target labels ("oracle", an upper bound), all evaluated on the target val set.
+"""The study in one command: compare ways of closing the domain gap, each an *arm*, all
+evaluated on the target val set.
 
-Stages, each writing into the run folder:
+Arms are data (``translate.methods``): each translation arm names a method and its settings,
+gives one translated source set and one segmenter trained on it ("adapted"). Source-only (a
+segmenter on raw source) and the oracle (on target labels: an upper bound, not a UDA result) are
+arms too. A method that applies on the fly (FDA) trains its segmenter on raw source restyled
+as each frame is drawn, and translates only the source val split offline (checkpoint
+selection, pictures).
 
-    data         generate the built-in benchmark if absent (or check that the real folders read)
-    translate    train CycleGAN source -> target               RUN/translate/
-    apply        translate the source train and val frames      RUN/translated/
-    source_only  segment on raw source, select on source val    RUN/source_only/
-    adapted      segment on translated source, select on translated source val   RUN/adapted/
-    oracle       segment on target train (upper bound)          RUN/oracle/
-    evaluate     every model on the target val set              RUN/eval/<model>/, RUN/metrics.json
-    report       report.md and report.html                      RUN/report.*
+Stages, in order, each writing into the run folder (ARM = an arm's name):
 
-A stage is skipped on re-run when RUN/stages.json records it done with the same config; an
-interrupted training stage resumes from its last checkpoint. ``--from STAGE`` redoes a stage
-and everything after it.
+    data              generate the built-in benchmark if absent (or check that the real folders read)
+    translate:ARM     train the arm's translator                       RUN/translate/ARM/
+    apply:ARM         translate source train and val at the segmenter's input size, and picture
+                      what the translator does                         RUN/translated/ARM/
+    segment:ARM       DeepLab for every arm, selected on (translated) source val   RUN/segment/ARM/
+    evaluate:ARM      every arm on the target val set, prediction pictures, and for translation
+                      arms the failure gallery                         RUN/eval/ARM/
+    report            RUN/metrics.json, RUN/study.json, RUN/report.md and report.html (reads files only)
+
+A stage is skipped on re-run when RUN/stages.json records it done with the same config hash,
+so adding an arm to a finished study runs only the new arm's stages (and the report); an
+interrupted training stage resumes from its last checkpoint. ``--from STAGE`` (a stage, or a
+kind such as ``segment``) redoes it and every stage after it.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
-from .config import save_config, to_dict
+from .config import from_dict, merge, save_config, to_dict
 from .data.datasets import build_index
 from .data.synthetic import SynthConfig, generate
 from .errors import UserError
 from .io import write_json
 from .progress import console
+from .segmentation.evaluate import EvalProtocol
 from .segmentation.train import SegmentConfig
-from .translation.train import TranslateConfig
+from .translation.methods import method
+from .translation.train import TranslateConfig, with_method_defaults
 
-STAGES = ("data", "translate", "apply", "source_only", "adapted", "oracle", "evaluate", "report")
-MODELS = ("source_only", "adapted", "oracle")
-METRICS_SCHEMA = "i2iuda.study.metrics/1"
+METRICS_SCHEMA = "i2iuda.study.metrics/2"
+KINDS = ("data", "translate", "apply", "segment", "evaluate", "report")
 
 
 @dataclass
@@ -54,22 +64,42 @@ class StudyData:
 
 
 @dataclass
-class StudyEval:
-    size: tuple[int, int] | None = None  # input size (None: the segmenters' training size)
-    flip: bool = False
-    classes: str = "19"  # 19, 16 or 13
-    pictures: int = 6
+class StudyTranslate:
+    # The translation arms: a list of methods, each with its settings below ([cyclegan, fda]), or
+    # a mapping arm name -> {method: M, key: value, ...} whose keys override the method's settings
+    # (the method's model keys such as beta, or translate keys such as epochs), e.g.
+    # {cyclegan: {}, fda_b005: {method: fda, beta: 0.05}}. The method defaults to the arm's name.
+    methods: list[str] | dict[str, dict] = field(default_factory=lambda: ["cyclegan"])
+    # Per method, its translate config (model, data, epochs, ...; see translation/train.py);
+    # source, target and seed are the study's.
+    settings: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class StudyEval(EvalProtocol):
+    pictures: int = 6  # target val frames shown with every arm's prediction
 
 
 @dataclass
 class StudyConfig:
     seed: int = 0
     data: StudyData = field(default_factory=StudyData)
-    translate: TranslateConfig = field(default_factory=TranslateConfig)
+    translate: StudyTranslate = field(default_factory=StudyTranslate)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
     oracle: bool = True  # train on target labels too: an upper bound, not a UDA result
     eval: StudyEval = field(default_factory=StudyEval)
     workers: int = 2
+
+
+@dataclass
+class Arm:
+    name: str
+    kind: str  # source_only | translation | oracle
+    translate: TranslateConfig | None = None  # translation arms
+
+    @property
+    def on_the_fly(self) -> bool:  # the method applies inside segmenter training (FDA)
+        return self.translate is not None and hasattr(method(self.translate.method), "segment_on_the_fly")
 
 
 def specs(cfg: StudyConfig) -> dict[str, str]:
@@ -77,26 +107,87 @@ def specs(cfg: StudyConfig) -> dict[str, str]:
     return {k: getattr(cfg.data, k).format(root=root) for k in ("source_train", "source_val", "target_train", "target_val")}
 
 
-def translated_specs(cfg: StudyConfig, run: Path) -> tuple[str, str]:
+def arms(cfg: StudyConfig) -> list[Arm]:
+    """source_only, the translation arms in the order given, and the oracle (if on)."""
+    entries = cfg.translate.methods
+    if isinstance(entries, list):
+        entries = {name: {} for name in entries}
+    out = [Arm("source_only", "source_only")]
+    s = specs(cfg)
+    translate_keys = {f.name for f in fields(TranslateConfig)}
+    for name, over in entries.items():
+        where = f"translate.methods.{name}"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or name in ("source_only", "oracle"):
+            raise UserError(f"{where}: arm names are lower-case letters, digits, - and _ (not source_only/oracle)")
+        over = dict(over or {})
+        m = over.pop("method", name)
+        method(m)  # a clear error for an unknown method
+        base = merge(to_dict(TranslateConfig()), cfg.translate.settings.get(m, {}))
+        base = merge(base, {k: v for k, v in over.items() if k in translate_keys})
+        base["model"] = {**base.get("model", {}), **{k: v for k, v in over.items() if k not in translate_keys}}
+        base.update(method=m, source=s["source_train"], target=s["target_train"], seed=cfg.seed)
+        out.append(Arm(name, "translation", with_method_defaults(from_dict(TranslateConfig, base, where))))
+    if cfg.oracle:
+        out.append(Arm("oracle", "oracle"))
+    return out
+
+
+def segment_config(cfg: StudyConfig, arm: Arm, run: Path) -> SegmentConfig:
+    """Source-only trains on raw source, the oracle on target labels (selected on target val: an
+    upper bound), a translation arm on its translated source (or raw source restyled on the
+    fly), selected on its translated source val."""
+    s = specs(cfg)
+    if arm.kind == "source_only":
+        return replace(cfg.segment, train=s["source_train"], val=s["source_val"])
+    if arm.kind == "oracle":
+        return replace(cfg.segment, train=s["target_train"], val=s["target_val"])
+    t_train, t_val = translated_specs(cfg, run, arm.name)
+    if arm.on_the_fly:
+        return replace(cfg.segment, train=s["source_train"], val=t_val,
+                       **method(arm.translate.method).segment_on_the_fly(arm.translate))
+    return replace(cfg.segment, train=t_train, val=t_val)
+
+
+def translated_specs(cfg: StudyConfig, run: Path, arm: str) -> tuple[str, str]:
     """The translated source keeps the source's layout, so its kind and holdout carry over."""
     from .translation.apply import translated_spec
 
-    src = specs(cfg)["source_train"]
-    return translated_spec(src, run / "translated", "train"), translated_spec(src, run / "translated", "val")
+    src, out = specs(cfg)["source_train"], run / "translated" / arm
+    return translated_spec(src, out, "train"), translated_spec(src, out, "val")
 
 
-def stage_config(cfg: StudyConfig, stage: str) -> dict:
+def judge(cfg: StudyConfig) -> str:
+    """The arm whose segmenter judges translated frames in the failure gallery."""
+    return "oracle" if cfg.oracle else "source_only"
+
+
+def stage_list(cfg: StudyConfig) -> list[tuple[str, Arm | None]]:
+    all_arms = arms(cfg)
+    translation = [a for a in all_arms if a.kind == "translation"]
+    return ([("data", None)] + [(k, a) for a in translation for k in ("translate", "apply")]
+            + [("segment", a) for a in all_arms] + [("evaluate", a) for a in all_arms] + [("report", None)])
+
+
+def stage_name(kind: str, arm: Arm | None) -> str:
+    return kind if arm is None else f"{kind}:{arm.name}"
+
+
+def stage_config(cfg: StudyConfig, kind: str, arm: Arm | None) -> dict:
     """What a stage depends on: its hash decides whether a finished stage is still valid."""
-    s = specs(cfg)
-    base = {"seed": cfg.seed}
-    if stage == "data":
-        return {**base, "data": to_dict(cfg.data)}
-    if stage in ("translate", "apply"):
-        return {**base, "data": s, "translate": to_dict(cfg.translate)}
-    if stage in MODELS:
-        return {**base, "data": s, "segment": to_dict(cfg.segment),
-                **({"translate": to_dict(cfg.translate)} if stage == "adapted" else {})}
-    return {**base, "all": to_dict(cfg)}
+    base = {"seed": cfg.seed, "data": specs(cfg)}
+    if kind == "data":
+        return {"seed": cfg.seed, "data": to_dict(cfg.data)}
+    if kind == "report":
+        return {"all": to_dict(cfg)}
+    translate = {"translate": to_dict(arm.translate), "size": cfg.segment.data.size} if arm.translate else {}
+    if kind in ("translate", "apply"):
+        return {**base, **translate}
+    segment = {**base, **translate, "segment": to_dict(cfg.segment), "arm": arm.kind}
+    if kind == "segment":
+        return segment
+    # evaluate: the arm's segmenter, the protocol, and the judge of the failure gallery
+    judged = {"judge": stage_config(cfg, "segment", Arm(judge(cfg), judge(cfg)))} if arm.translate else {}
+    return {**segment, "eval": to_dict(cfg.eval), **judged}
 
 
 def _hash(obj) -> str:
@@ -117,16 +208,15 @@ class Stages:
         self.state[stage] = {"hash": h, "seconds": round(seconds, 1)}
         write_json(self.path, self.state)
 
-    def forget(self, stages) -> None:
-        for s in stages:
+    def forget(self, names) -> None:
+        for s in names:
             self.state.pop(s, None)
         write_json(self.path, self.state)
 
 
-def stage_dirs(run: Path, stage: str) -> list[Path]:
-    return {"translate": [run / "translate"], "apply": [run / "translated"], "source_only": [run / "source_only"],
-            "adapted": [run / "adapted"], "oracle": [run / "oracle"], "evaluate": [run / "eval"],
-            "report": [run / "figures"]}.get(stage, [])
+def stage_dir(run: Path, kind: str, arm: Arm | None) -> Path | None:
+    folder = {"translate": "translate", "apply": "translated", "segment": "segment", "evaluate": "eval"}.get(kind)
+    return run / folder / arm.name if folder else (run / "figures" if kind == "report" else None)
 
 
 def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, stop_after: str | None = None,
@@ -136,33 +226,33 @@ def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, 
     run = Path(run).resolve()
     if cfg.data.synthetic_root:
         cfg = replace(cfg, data=replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve())))
-    # the study's seed is the one seed: the saved config.yaml shows it in every stage too
-    cfg = replace(cfg, translate=replace(cfg.translate, seed=cfg.seed), segment=replace(cfg.segment, seed=cfg.seed))
-    for name, value in (("--from", from_stage), ("--stop-after", stop_after)):
-        if value is not None and value not in STAGES:
-            raise UserError(f"{name} {value!r}: expected one of {', '.join(STAGES)}")
+    # the study's seed is the one seed: the saved config.yaml shows it in the segment stage too
+    cfg = replace(cfg, segment=replace(cfg.segment, seed=cfg.seed))
+    todo = stage_list(cfg)
+    names = [stage_name(k, a) for k, a in todo]
+    for option, value in (("--from", from_stage), ("--stop-after", stop_after)):
+        if value is not None and value not in names and value not in KINDS:
+            raise UserError(f"{option} {value!r}: expected a stage ({', '.join(names)}) or a kind ({', '.join(KINDS)})")
     run.mkdir(parents=True, exist_ok=True)
     save_config(cfg, run / "config.yaml")
     stages = Stages(run)
     if from_stage:
-        later = STAGES[STAGES.index(from_stage):]
-        stages.forget(later)
-        for s in later:
-            for d in stage_dirs(run, s):
+        first = next(i for i, n in enumerate(names) if n == from_stage or n.split(":")[0] == from_stage)
+        stages.forget(names[first:])
+        for kind, arm in todo[first:]:
+            if (d := stage_dir(run, kind, arm)) is not None:
                 shutil.rmtree(d, ignore_errors=True)
-    s = specs(cfg)
-    t_src, t_val = translated_specs(cfg, run)
-    todo = [st for st in STAGES if st != "oracle" or cfg.oracle]
-    for stage in todo:
-        h = _hash(stage_config(cfg, stage))
-        if stages.done(stage, h):
-            console.print(f"[dim]stage {stage}: done, skipped[/dim]")
+    last = max((i for i, n in enumerate(names) if stop_after in (n, n.split(":")[0])), default=len(names))
+    for i, ((kind, arm), name) in enumerate(zip(todo, names)):
+        h = _hash(stage_config(cfg, kind, arm))
+        if stages.done(name, h):
+            console.print(f"[dim]stage {name}: done, skipped[/dim]")
         else:
-            console.print(f"[bold]stage {stage}[/bold]")
+            console.print(f"[bold]stage {name}[/bold]")
             t0 = time.perf_counter()
-            _run_stage(stage, cfg, run, s, t_src, t_val, progress)
-            stages.mark(stage, h, time.perf_counter() - t0)
-        if stage == stop_after:
+            _run_stage(kind, arm, cfg, run, progress)
+            stages.mark(name, h, time.perf_counter() - t0)
+        if i == last:  # --stop-after: the named stage, or the last stage of the named kind
             break
     metrics = run / "metrics.json"
     return json.loads(metrics.read_text()) if metrics.exists() else {}
@@ -180,15 +270,9 @@ def _can_resume(stage: str, run_dir: Path, stage_cfg) -> bool:
     return True
 
 
-def _segment(stage: str, cfg: StudyConfig, run_dir: Path, train: str, val: str, progress: bool) -> None:
-    from .segmentation.train import train_segmenter
-
-    seg = replace(cfg.segment, train=train, val=val)
-    train_segmenter(seg, run_dir, resume=_can_resume(stage, run_dir, seg), progress=progress)
-
-
-def _run_stage(stage: str, cfg: StudyConfig, run: Path, s: dict, t_src: str, t_val: str, progress: bool) -> None:
-    if stage == "data":
+def _run_stage(kind: str, arm: Arm | None, cfg: StudyConfig, run: Path, progress: bool) -> None:
+    s = specs(cfg)
+    if kind == "data":
         if cfg.data.synthetic_root:
             generate(cfg.data.synthetic_root, cfg.data.synthetic, progress=progress)
         for key, spec in s.items():
@@ -197,59 +281,134 @@ def _run_stage(stage: str, cfg: StudyConfig, run: Path, s: dict, t_src: str, t_v
                 console.print(f"[yellow]{key}: {p}[/yellow]")
             if key != "target_train" and not index.labelled:
                 raise UserError(f"data.{key} {spec}: has no labels")
-    elif stage == "translate":
+    elif kind == "translate":
         from .translation.train import train_translator
 
-        tcfg = replace(cfg.translate, source=s["source_train"], target=s["target_train"])
-        train_translator(tcfg, run / "translate", resume=_can_resume(stage, run / "translate", tcfg),
+        folder = stage_dir(run, kind, arm)
+        train_translator(arm.translate, folder, resume=_can_resume(f"translate:{arm.name}", folder, arm.translate),
                          progress=progress)
-    elif stage == "apply":
-        from .translation.apply import apply_translator
+    elif kind == "apply":
+        _apply(cfg, run, arm, progress)
+    elif kind == "segment":
+        from .segmentation.train import train_segmenter
 
-        for spec in (s["source_train"], s["source_val"]):
-            apply_translator(run / "translate", spec, run / "translated", device=cfg.translate.device,
-                             workers=cfg.workers, batch_size=16, progress=progress)
-    elif stage == "source_only":
-        _segment(stage, cfg, run / "source_only", s["source_train"], s["source_val"], progress)
-    elif stage == "adapted":
-        _segment(stage, cfg, run / "adapted", t_src, t_val, progress)
-    elif stage == "oracle":
-        # an upper bound: trained and selected on target labels (target val), never a UDA number
-        _segment(stage, cfg, run / "oracle", s["target_train"], s["target_val"], progress)
-    elif stage == "evaluate":
-        _evaluate_all(cfg, run, s["target_val"], progress)
-    elif stage == "report":
+        seg, folder = segment_config(cfg, arm, run), stage_dir(run, kind, arm)
+        train_segmenter(seg, folder, resume=_can_resume(f"segment:{arm.name}", folder, seg), progress=progress)
+    elif kind == "evaluate":
+        _evaluate(cfg, run, arm, progress)
+    elif kind == "report":
         from .report import write_report
 
+        write_json(run / "metrics.json", collect_metrics(cfg, run))
+        write_json(run / "study.json", manifest(cfg, run))
         write_report(run)
 
 
-def _evaluate_all(cfg: StudyConfig, run: Path, target_val: str, progress: bool) -> None:
+def _apply(cfg: StudyConfig, run: Path, arm: Arm, progress: bool) -> None:
+    """Translate at the size the segmenter consumes (its data.size), so that the adapted
+    segmenter sees frames as sharp as source-only's; a method applied on the fly needs only
+    the val split offline (model selection and pictures)."""
+    from .io import save_png
+    from .translation.apply import apply_translator, sample_grid
+    from .translation.train import load_translator
+
+    s = specs(cfg)
+    translator, _ = load_translator(stage_dir(run, "translate", arm), arm.translate.device)
+    out, size = stage_dir(run, "apply", arm), tuple(cfg.segment.data.size)
+    for spec in ([s["source_val"]] if arm.on_the_fly else [s["source_train"], s["source_val"]]):
+        apply_translator(translator, spec, out, size, workers=cfg.workers, batch_size=16, progress=progress)
+    save_png(out / "samples.png", sample_grid(translator, s["source_val"], s["target_train"], n=4, size=size))
+    write_json(out / "about.json", {"description": translator.describe(size), "size": list(size)})
+
+
+def _evaluate(cfg: StudyConfig, run: Path, arm: Arm, progress: bool) -> None:
+    """The arm's segmenter on target val (metrics, prediction pictures); for a translation arm
+    also the failure gallery: its translated source val frames where the judge (the oracle, else
+    source-only) sees something else than the source label says, i.e. where translation changed
+    the meaning (the pictures are made here, where the models are, and the report reads them)."""
     from .segmentation.evaluate import run_eval
 
-    models = {}
-    for m in MODELS:
-        if m == "oracle" and not cfg.oracle:
-            continue
-        r = run_eval(run / m, target_val, run / "eval" / m, cfg.eval.size, cfg.eval.flip, "1.0", cfg.eval.classes,
-                     pictures=cfg.eval.pictures, device=cfg.segment.device, workers=cfg.workers, progress=progress)
-        models[m] = {k: r[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")}
-    gap = None
-    if "oracle" in models and models["oracle"]["mIoU"] != models["source_only"]["mIoU"]:
-        gap = (models["adapted"]["mIoU"] - models["source_only"]["mIoU"]) / \
-              (models["oracle"]["mIoU"] - models["source_only"]["mIoU"])
-    write_json(run / "metrics.json", {
-        "schema": METRICS_SCHEMA, "target_val": target_val, "classes": cfg.eval.classes,
-        "models": models, "gap_closed": gap,
-        "delta_mIoU_adapted_minus_source_only": models["adapted"]["mIoU"] - models["source_only"]["mIoU"],
-    })
+    protocol = EvalProtocol(**{f.name: getattr(cfg.eval, f.name) for f in fields(EvalProtocol)})
+    out = stage_dir(run, "evaluate", arm)
+    run_eval(stage_dir(run, "segment", arm), specs(cfg)["target_val"], out, protocol, pictures=cfg.eval.pictures,
+             device=cfg.segment.device, workers=cfg.workers, progress=progress)
+    if arm.kind == "translation":
+        failure_gallery(cfg, run, arm, out)
+
+
+def failure_gallery(cfg: StudyConfig, run: Path, arm: Arm, out: Path, n_frames: int = 200, k: int = 6) -> None:
+    from .data import labels as L
+    from .data.datasets import read_image
+    from .io import save_png
+    from .pictures import grid
+    from .runtime import init_runtime
+    from .segmentation.evaluate import frame_agreement
+    from .segmentation.models import load_trained
+
+    rt = init_runtime(cfg.segment.device)
+    model, mcfg = load_trained(stage_dir(run, "segment", Arm(judge(cfg), judge(cfg))), rt.device)
+    rows = frame_agreement(model, translated_specs(cfg, run, arm.name)[1], tuple(mcfg["data"]["size"]), rt, n_frames)
+    source_root = build_index(specs(cfg)["source_val"]).root
+    worst = rows[:k]
+    pics = []
+    for r in worst:
+        src = source_root / r["name"]
+        pics.append([read_image(src) if src.exists() else r["image"], r["image"], L.overlay(r["image"], r["label"]),
+                     L.overlay(r["image"], r["pred"])])
+    save_png(out / "failures.png", grid(pics, height=worst[0]["image"].shape[0],
+                                        captions=["source", "translated", "source label", f"{judge(cfg)} sees"]))
+    write_json(out / "failures.json", {"judge": judge(cfg), "frames_scored": len(rows),
+                                       "mean_agreement": sum(r["agreement"] for r in rows) / len(rows),
+                                       "worst": [{"name": r["name"], "agreement": r["agreement"]} for r in worst]})
+
+
+def collect_metrics(cfg: StudyConfig, run: Path) -> dict:
+    """RUN/metrics.json (schema i2iuda.study.metrics/2): one row per arm, from RUN/eval/ARM/."""
+    rows: dict[str, Any] = {}
+    for arm in arms(cfg):
+        r = json.loads((stage_dir(run, "evaluate", arm) / "metrics.json").read_text())
+        rows[arm.name] = {"kind": arm.kind, "method": arm.translate.method if arm.translate else None,
+                          **{k: r[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")}}
+    base = rows["source_only"]["mIoU"]
+    top = rows["oracle"]["mIoU"] if "oracle" in rows else None
+    for name, row in rows.items():
+        row["delta_mIoU"] = row["mIoU"] - base
+        row["gap_closed"] = (row["mIoU"] - base) / (top - base) if top is not None and top != base else None
+    ranking = sorted((n for n in rows if n != "oracle"), key=lambda n: -rows[n]["mIoU"])
+    return {"schema": METRICS_SCHEMA, "target_val": specs(cfg)["target_val"], "classes": cfg.eval.classes,
+            "arms": rows, "ranking": ranking}
+
+
+def manifest(cfg: StudyConfig, run: Path) -> dict:
+    """RUN/study.json: what the report needs to know about the study, as plain data."""
+    stages = json.loads((run / "stages.json").read_text()) if (run / "stages.json").exists() else {}
+    seg = cfg.segment
+    rows = []
+    for arm in arms(cfg):
+        row = {"name": arm.name, "kind": arm.kind, "segment": f"segment/{arm.name}", "eval": f"eval/{arm.name}"}
+        if arm.translate is not None:
+            about = stage_dir(run, "apply", arm) / "about.json"
+            t = arm.translate
+            length = f"{t.epochs * t.steps_per_epoch} steps" if t.steps_per_epoch else f"{t.epochs} epochs"
+            desc = json.loads(about.read_text())["description"] if about.exists() else t.method
+            if method(t.method).TRAINS:
+                desc += f", {length} at batch {t.data.batch_size}, size {t.data.size[0]}x{t.data.size[1]}"
+            if arm.on_the_fly:
+                desc += "; applied on the fly in segmenter training"
+            row.update(method=t.method, description=desc, translate=f"translate/{arm.name}",
+                       translated=f"translated/{arm.name}", on_the_fly=arm.on_the_fly)
+        rows.append(row)
+    return {"name": run.name, "seed": cfg.seed, "specs": specs(cfg), "judge": judge(cfg),
+            "segmenter": f"{seg.model.arch}-{seg.model.backbone}, {seg.epochs} epochs, size {seg.data.size[0]}x"
+                         f"{seg.data.size[1]}, selected on (translated) source val mIoU",
+            "segment_size": list(seg.data.size), "arms": rows,
+            "stage_seconds": {k: v["seconds"] for k, v in stages.items()}}
 
 
 def results_table(metrics: dict) -> str:
-    rows = [f"{'model':20s} {'PA':>6s} {'MPA':>6s} {'mIoU':>6s} {'FWIoU':>6s}"]
-    for name, m in metrics.get("models", {}).items():
+    rows = [f"{'arm':24s} {'PA':>6s} {'MPA':>6s} {'mIoU':>6s} {'FWIoU':>6s} {'gap closed':>10s}"]
+    for name, m in metrics.get("arms", {}).items():
         label = name + (" (upper bound)" if name == "oracle" else "")
-        rows.append(f"{label:20s} {m['PA']:6.2f} {m['MPA']:6.2f} {m['mIoU']:6.2f} {m['FWIoU']:6.2f}")
-    if metrics.get("gap_closed") is not None:
-        rows.append(f"gap closed (adapted - source-only) / (oracle - source-only): {100 * metrics['gap_closed']:.1f}%")
+        gap = "" if m["gap_closed"] is None or m["kind"] != "translation" else f"{100 * m['gap_closed']:.1f}%"
+        rows.append(f"{label:24s} {m['PA']:6.2f} {m['MPA']:6.2f} {m['mIoU']:6.2f} {m['FWIoU']:6.2f} {gap:>10s}")
     return "\n".join(rows)

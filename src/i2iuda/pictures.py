@@ -1,8 +1,11 @@
 """Image grids for previews, training snapshots and reports."""
 from __future__ import annotations
 
-import numpy as np
 import cv2
+import numpy as np
+import torch
+
+from .data.transforms import denormalize
 
 
 def fit(image: np.ndarray, height: int) -> np.ndarray:
@@ -37,3 +40,9 @@ def grid(rows: list[list[np.ndarray]], height: int | None = None, pad: int = 2,
             x += t.shape[1] + pad
         out = np.concatenate([strip, out], 0)
     return out
+
+
+def tensor_rows(cols: list[torch.Tensor], captions: list[str], n: int) -> np.ndarray:
+    """A grid whose row i shows frame i of every column (normalised NCHW tensors, any sizes)."""
+    imgs = [denormalize(c[:n]) for c in cols]
+    return grid([[im[i] for im in imgs] for i in range(min(n, len(imgs[0])))], captions=captions)

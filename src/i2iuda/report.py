@@ -1,303 +1,240 @@
-"""The study's report: RUN/report.md and RUN/report.html (one self-contained file: images are
-inlined as data URIs, so it opens offline), with pictures in RUN/figures/.
+"""The study's report: RUN/report.md and RUN/report.html (one self-contained page: images are
+inlined as data URIs, so it opens offline), with charts in RUN/figures/.
 
-Contents: the config in brief; translation samples; a failure-case gallery of translated
-frames ranked by how much translation changed their meaning; the results table and the gap
-closed; per-class IoU (bar chart and table with adapted - source-only); training curves; the
-same target val frames with each model's prediction.
+The report reads files only, never models: RUN/study.json (the arms and setup), metrics.json,
+the pictures the stages made where the models were (translated/ARM/samples.png,
+eval/ARM/failures.png, eval/ARM/pictures/), the segmenters' history.json and the translators'
+losses.jsonl. So ``i2iuda report RUN`` is quick anywhere, with the checkpoints deleted too.
+
+Contents: the setup; every arm ranked by mIoU with gap closed; per-class IoU (chart and table
+with each arm minus source-only); what each translator does; the failure gallery of each
+translation arm; training curves; target val frames with every arm's prediction; stage times.
 """
 from __future__ import annotations
 
 import base64
-import html
 import json
-import logging
+import re
 from pathlib import Path
 
+import jinja2
+import markdown
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from .data import labels as L  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .errors import UserError  # noqa: E402
 from .io import atomic_write_text, save_png  # noqa: E402
 from .pictures import grid  # noqa: E402
 
-NICE = {"source_only": "source-only", "adapted": "adapted", "oracle": "oracle (upper bound)"}
+FIXED_COLOURS = {"source_only": "#9e9e9e", "oracle": "#43a047"}
+ARM_COLOURS = ["#1e88e5", "#e53935", "#8e24aa", "#fb8c00", "#00897b", "#6d4c41", "#3949ab", "#c0ca33"]
+
+PAGE = jinja2.Template("""<!doctype html>
+<html><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%}
+code{background:#f3f3f3;padding:0 3px}
+</style></head>
+<body>
+{{ body }}
+<script>
+// After load, the page records how many of its images decoded: a headless browser's DOM dump
+// then shows data-images-loaded="N/M" on <body> (see check_in_browser).
+window.addEventListener('load', function () {
+  var i = document.images, n = 0;
+  for (var k = 0; k < i.length; k++) { if (i[k].complete && i[k].naturalWidth > 0) n++; }
+  document.body.setAttribute('data-images-loaded', n + '/' + i.length);
+});
+</script>
+</body></html>
+""", autoescape=False)  # body is HTML that Python-Markdown made from our own text
 
 
-def _models(run: Path) -> list[str]:
-    return [m for m in ("source_only", "adapted", "oracle") if (run / m / "checkpoints" / "best.pt").exists()]
+def nice(arm: str) -> str:
+    return {"source_only": "source-only", "oracle": "oracle (upper bound)"}.get(arm, arm)
 
 
-def failure_cases(run: Path, n_frames: int = 200, k: int = 6) -> tuple[np.ndarray | None, list[dict]]:
-    """Translated source frames where translation changed the meaning most: lowest agreement
-    (pixel accuracy) between the *source* label and what a judge model (the oracle if trained,
-    else source-only) sees in the translated frame."""
-    from .config import load_config
-    from .data.datasets import build_index, load_pair
-    from .data.transforms import eval_transform
-    from .experiment import StudyConfig, translated_specs
-    from .segmentation.evaluate import predict_logits
-    from .segmentation.train import load_trained
-
-    cfg = load_config(StudyConfig, run / "config.yaml")
-    judge_name = "oracle" if (run / "oracle" / "checkpoints" / "best.pt").exists() else "source_only"
-    judge, jcfg = load_trained(run / judge_name, torch.device("cpu"))
-    _, t_val = translated_specs(cfg, run)
-    index = build_index(t_val)
-    tf = eval_transform(tuple(jcfg["data"]["size"]))
-    rows = []
-    for s in index.samples[:n_frames]:
-        image, label = load_pair(s, index.label_format)
-        x = tf(image, None)[0][None]
-        pred = predict_logits(judge, x, label.shape).argmax(1)[0].numpy().astype(np.uint8)
-        valid = label != L.IGNORE
-        rows.append({"name": s.rel, "agreement": float((pred == label)[valid].mean() * 100), "image": image,
-                     "label": label, "pred": pred})
-    rows.sort(key=lambda r: r["agreement"])
-    worst = rows[:k]
-    if not worst:
-        return None, []
-    src_root = Path(build_index(cfg.data.source_val.format(root=cfg.data.synthetic_root or "")).root)
-    pics = []
-    for r in worst:
-        from .data.datasets import read_image
-
-        src = read_image(src_root / r["name"]) if (src_root / r["name"]).exists() else r["image"]
-        pics.append([src, r["image"], L.overlay(r["image"], r["label"]), L.overlay(r["image"], r["pred"])])
-    picture = grid(pics, height=worst[0]["image"].shape[0],
-                   captions=["source", "translated", "source label", f"{NICE[judge_name]} sees"])
-    mean = float(np.mean([r["agreement"] for r in rows]))
-    return picture, [{"name": r["name"], "agreement": r["agreement"]} for r in worst] + [
-        {"name": f"mean over {len(rows)} frames (judge: {NICE[judge_name]})", "agreement": mean}]
+def colours(arms: list[str]) -> dict[str, str]:
+    others = iter(ARM_COLOURS * 4)
+    return {a: FIXED_COLOURS.get(a) or next(others) for a in arms}
 
 
-def prediction_grid(run: Path, target_val: str, n: int = 4) -> np.ndarray:
-    """The same target val frames with each model's prediction overlaid."""
-    from .data.datasets import build_index, load_pair
-    from .data.transforms import eval_transform
-    from .segmentation.evaluate import predict_logits
-    from .segmentation.train import load_trained
+def read_image(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.array(img.convert("RGB"))
 
-    index = build_index(target_val)
-    models = {m: load_trained(run / m, torch.device("cpu")) for m in _models(run)}
-    rows = []
-    for s in index.samples[:n]:
-        image, label = load_pair(s, index.label_format)
-        row = [image, L.overlay(image, label)]
-        for m, (net, mcfg) in models.items():
-            x = eval_transform(tuple(mcfg["data"]["size"]))(image, None)[0][None]
-            pred = predict_logits(net, x, label.shape).argmax(1)[0].numpy().astype(np.uint8)
-            row.append(L.overlay(image, pred))
-        rows.append(row)
-    return grid(rows, captions=["target frame", "ground truth"] + [NICE[m] for m in models])
+
+def _read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.is_file() else default
 
 
 def per_class_chart(metrics: dict, path: Path) -> None:
-    models = metrics["models"]
-    names = list(next(iter(models.values()))["per_class_IoU"])
+    arms = metrics["arms"]
+    names = list(next(iter(arms.values()))["per_class_IoU"])
     x = np.arange(len(names))
-    w = 0.8 / len(models)
+    w = 0.8 / len(arms)
     fig, ax = plt.subplots(figsize=(12, 3.6), dpi=100)
-    colors = {"source_only": "#9e9e9e", "adapted": "#1e88e5", "oracle": "#43a047"}
-    for i, (m, v) in enumerate(models.items()):
+    col = colours(list(arms))
+    for i, (a, v) in enumerate(arms.items()):
         vals = [v["per_class_IoU"][c] if v["per_class_IoU"][c] is not None else 0 for c in names]
-        ax.bar(x + (i - (len(models) - 1) / 2) * w, vals, w, label=NICE[m], color=colors.get(m))
+        ax.bar(x + (i - (len(arms) - 1) / 2) * w, vals, w, label=nice(a), color=col[a])
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
-    ax.legend(ncol=3, fontsize=8)
+    ax.legend(ncol=min(len(arms), 5), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def training_curves(run: Path, path: Path) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), dpi=100)
-    for m in _models(run):
-        hist = json.loads((run / m / "history.json").read_text()) if (run / m / "history.json").exists() else []
+def training_curves(run: Path, study: dict, path: Path) -> None:
+    """Segmenters (train loss, source-val mIoU per epoch) and each training translator's losses."""
+    translators = [a for a in study["arms"] if a.get("translate") and (run / a["translate"] / "losses.jsonl").is_file()]
+    fig, axes = plt.subplots(1, 2 + len(translators), figsize=(5 * (2 + len(translators)), 3.4), dpi=100,
+                             squeeze=False)
+    axes = axes[0]
+    col = colours([a["name"] for a in study["arms"]])
+    for a in study["arms"]:
+        hist = _read_json(run / a["segment"] / "history.json", [])
         if hist:
-            axes[0].plot([h["epoch"] for h in hist], [h["train_loss"] for h in hist], marker="o", label=NICE[m])
-            axes[1].plot([h["epoch"] for h in hist], [h["mIoU"] for h in hist], marker="o", label=NICE[m])
+            epochs = [h["epoch"] for h in hist]
+            axes[0].plot(epochs, [h["train_loss"] for h in hist], marker="o", label=nice(a["name"]), color=col[a["name"]])
+            axes[1].plot(epochs, [h["mIoU"] for h in hist], marker="o", label=nice(a["name"]), color=col[a["name"]])
     axes[0].set_title("segmentation train loss")
     axes[1].set_title("validation mIoU (model selection)")
     for ax in axes[:2]:
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-    _cyclegan_curves(run / "translate" / "tb", axes[2])
+    for ax, a in zip(axes[2:], translators):
+        lines = [json.loads(ln) for ln in (run / a["translate"] / "losses.jsonl").read_text().splitlines() if ln]
+        lines = [ln for ln in lines if any(k.startswith("loss/") for k in ln)]
+        keys = [k for k in lines[0] if k.startswith("loss/") and not k.endswith("total")] if lines else []
+        for k in keys:
+            ax.plot([ln["step"] for ln in lines], [ln.get(k) for ln in lines], label=k[5:])
+        ax.set_title(f"{a['name']}: translator losses")
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def _cyclegan_curves(tb: Path, ax) -> None:
-    ax.set_title("CycleGAN losses")
-    ax.set_xlabel("step")
-    if not tb.exists():
-        return
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    # a resumed run re-logs the steps after its last checkpoint and the reader drops the old
-    # ones (purge_step); that is expected, so keep its warning about it out of the console
-    logging.getLogger("tensorboard").setLevel(logging.ERROR)
-    acc = EventAccumulator(str(tb))
-    acc.Reload()
-    for tag in ("loss/G_gan", "loss/F_gan", "loss/cycle_s", "loss/cycle_t", "loss/D_T", "loss/D_S"):
-        if tag in acc.Tags().get("scalars", []):
-            ev = acc.Scalars(tag)
-            ax.plot([e.step for e in ev], [e.value for e in ev], label=tag.split("/")[1])
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
+def prediction_grid(run: Path, study: dict) -> np.ndarray | None:
+    """The target val frames that evaluation pictured, with every arm's prediction beside them."""
+    first = run / study["arms"][0]["eval"] / "pictures"
+    stems = sorted(p.name[: -len("_image.png")] for p in first.glob("*_image.png"))[:4]
+    if not stems:
+        return None
+    rows = []
+    for stem in stems:
+        row = [read_image(first / f"{stem}_image.png"), read_image(first / f"{stem}_truth.png")]
+        for a in study["arms"]:
+            p = run / a["eval"] / "pictures" / f"{stem}_prediction.png"
+            row.append(read_image(p) if p.is_file() else np.full_like(row[0], 255))
+        rows.append(row)
+    return grid(rows, captions=["target frame", "ground truth"] + [nice(a["name"]) for a in study["arms"]])
 
 
 def write_report(run: str | Path) -> tuple[Path, Path]:
     """Build RUN/report.md and RUN/report.html from what the study wrote."""
-    from .config import load_config
-    from .experiment import StudyConfig, specs
-    from .translation.apply import sample_grid
-    from .translation.cyclegan import patch_size
-
     run = Path(run).resolve()
-    cfg = load_config(StudyConfig, run / "config.yaml")
-    metrics = json.loads((run / "metrics.json").read_text())
-    s = specs(cfg)
+    study, metrics = _read_json(run / "study.json"), _read_json(run / "metrics.json")
+    if study is None or metrics is None:
+        raise UserError(f"{run}: no study.json/metrics.json (not a finished study run; run 'i2iuda run --out {run}')")
     figs = run / "figures"
     figs.mkdir(exist_ok=True)
-    pictures = {}
-    if (run / "translate" / "checkpoints" / "last.pt").exists():
-        save_png(figs / "translation_samples.png", sample_grid(run / "translate", s["source_val"], s["target_train"], n=4))
-        pictures["translation"] = "figures/translation_samples.png"
-    fail_pic, fail_rows = failure_cases(run)
-    if fail_pic is not None:
-        save_png(figs / "failure_cases.png", fail_pic)
-        pictures["failures"] = "figures/failure_cases.png"
     per_class_chart(metrics, figs / "per_class_iou.png")
-    training_curves(run, figs / "training_curves.png")
-    save_png(figs / "predictions.png", prediction_grid(run, s["target_val"]))
-
-    models = metrics["models"]
-    tm, td = cfg.translate.model, cfg.translate.data
-    spe = cfg.translate.steps_per_epoch  # None on real data: an epoch is one pass over the larger domain
-    length = f"{cfg.translate.epochs * spe} steps" if spe else f"{cfg.translate.epochs} epochs"
-    patch = patch_size(tm.d_layers)
-    md = [f"# i2iuda study: {run.name}", "",
-          "## Setup", "",
+    training_curves(run, study, figs / "training_curves.png")
+    predictions = prediction_grid(run, study)
+    if predictions is not None:
+        save_png(figs / "predictions.png", predictions)
+    rows = metrics["arms"]
+    arms = {a["name"]: a for a in study["arms"]}
+    s = study["specs"]
+    md = [f"# i2iuda study: {study['name']}", "", "## Setup", "",
           f"- source train / val: `{s['source_train']}` / `{s['source_val']}`",
-          f"- target train (unlabelled for translation) / val: `{s['target_train']}` / `{s['target_val']}`",
-          f"- translator: CycleGAN ngf={tm.ngf}, {tm.n_blocks} blocks, {patch}x{patch} PatchGAN, identity loss "
-          f"{'on' if tm.identity else 'off'}, {length} at batch {td.batch_size}, size {td.size[0]}x{td.size[1]}",
-          f"- segmenter: {cfg.segment.model.arch}-{cfg.segment.model.backbone}, {cfg.segment.epochs} epochs, size "
-          f"{cfg.segment.data.size[0]}x{cfg.segment.data.size[1]}, selected on source val mIoU", f"- seed {cfg.seed}", "",
-          "## Results on the target val set", "", "| model | PA | MPA | mIoU | FWIoU |", "|---|---|---|---|---|"]
-    for m, v in models.items():
-        md.append(f"| {NICE[m]} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | {v['FWIoU']:.2f} |")
-    md.append("")
-    if metrics.get("gap_closed") is not None:
-        md.append(f"**Gap closed** = (adapted − source-only) / (oracle − source-only) = "
-                  f"**{100 * metrics['gap_closed']:.1f}%** (the oracle is trained on target labels: an upper bound, "
-                  f"not a UDA result).")
-    md.append(f"\nadapted − source-only: **{metrics['delta_mIoU_adapted_minus_source_only']:+.2f} mIoU**\n")
-    md += ["## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",
-           "| class | source-only | adapted | adapted − source-only |" + (" oracle |" if "oracle" in models else ""),
-           "|---|---|---|---|" + ("---|" if "oracle" in models else "")]
+          f"- target train (unlabelled) / val: `{s['target_train']}` / `{s['target_val']}`",
+          f"- segmenter: {study['segmenter']}", f"- seed {study['seed']}"]
+    md += [f"- arm **{a['name']}**: {a['description']}" for a in study["arms"] if a.get("description")]
+    md += ["", "## Results on the target val set", "",
+           "Arms ranked by mIoU. Gap closed = (arm − source-only) / (oracle − source-only); the oracle is trained "
+           "on target labels: an upper bound, not a UDA result.", "",
+           "| arm | PA | MPA | mIoU | FWIoU | mIoU − source-only | gap closed |", "|---|---|---|---|---|---|---|"]
+    pct = lambda v: "" if v is None else f"{100 * v:.1f}%"
+    for name in metrics["ranking"] + (["oracle"] if "oracle" in rows else []):
+        v = rows[name]
+        delta = f"{v['delta_mIoU']:+.2f}" if name != "source_only" else ""
+        gap = pct(v["gap_closed"]) if v["kind"] == "translation" else ""
+        md.append(f"| {nice(name)} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | {v['FWIoU']:.2f} | "
+                  f"{delta} | {gap} |")
+    names = list(rows)
+    md += ["", "## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",
+           "| class | " + " | ".join(nice(n) for n in names) + " |", "|---|" + "---|" * len(names)]
     f = lambda v: "n/a" if v is None else f"{v:.1f}"
-    for c in models["source_only"]["per_class_IoU"]:
-        a, b = models["source_only"]["per_class_IoU"][c], models["adapted"]["per_class_IoU"][c]
-        d = "n/a" if a is None or b is None else f"{b - a:+.1f}"
-        row = f"| {c} | {f(a)} | {f(b)} | {d} |"
-        if "oracle" in models:
-            row += f" {f(models['oracle']['per_class_IoU'][c])} |"
-        md.append(row)
-    md += ["", "Classes absent from both the ground truth and the predictions are n/a and left out of the means.", ""]
-    if "translation" in pictures:
-        md += ["## Translation samples", "", "Rows: source val frame, G(source), F(G(source)), a target frame, "
-               "F(target), G(F(target)).", "", f"![translation]({pictures['translation']})", ""]
-    if "failures" in pictures:
-        md += ["## Failure cases: where translation changed the meaning", "",
-               "Translated source val frames ranked by the agreement (pixel accuracy) between the source label and "
-               "what a model sees in the translated frame; the lowest first. Low agreement means the translator "
-               "painted one class as another (e.g. hallucinated an ego-vehicle hood or erased small objects), so "
-               "the source labels no longer describe the translated frame.", "",
-               f"![failure cases]({pictures['failures']})", "", "| frame | agreement (%) |", "|---|---|"]
-        md += [f"| {r['name']} | {r['agreement']:.1f} |" for r in fail_rows] + [""]
-    md += ["## Training curves", "", "![training curves](figures/training_curves.png)", "",
-           "## Predictions on target val frames", "", "![predictions](figures/predictions.png)", ""]
+    for c in rows["source_only"]["per_class_IoU"]:
+        base = rows["source_only"]["per_class_IoU"][c]
+        cells = []
+        for n in names:
+            v = rows[n]["per_class_IoU"][c]
+            d = f" ({v - base:+.1f})" if n != "source_only" and v is not None and base is not None else ""
+            cells.append(f(v) + d)
+        md.append(f"| {c} | " + " | ".join(cells) + " |")
+    md += ["", "In brackets: the arm minus source-only. Classes absent from both the ground truth and the "
+           "predictions are n/a and left out of the means.", ""]
+    for name, a in arms.items():
+        if a["kind"] != "translation":
+            continue
+        md += [f"## Arm {name}", "", a["description"], ""]
+        if (run / a["translated"] / "samples.png").is_file():
+            md += [f"![{name} samples]({a['translated']}/samples.png)", ""]
+        fail = _read_json(run / a["eval"] / "failures.json")
+        if fail:
+            md += [f"**Failure cases**: translated source val frames ranked by the agreement (pixel accuracy) "
+                   f"between the source label and what {nice(fail['judge'])} sees in the translated frame, lowest "
+                   f"first. Low agreement means the translator painted one class as another, so the source labels "
+                   f"no longer describe the frame. Mean agreement over {fail['frames_scored']} frames: "
+                   f"**{fail['mean_agreement']:.1f}%**.", "",
+                   f"![{name} failure cases]({a['eval']}/failures.png)", "", "| frame | agreement (%) |", "|---|---|"]
+            md += [f"| {r['name']} | {r['agreement']:.1f} |" for r in fail["worst"]] + [""]
+    md += ["## Training curves", "", "![training curves](figures/training_curves.png)", ""]
+    if predictions is not None:
+        md += ["## Predictions on target val frames", "", "![predictions](figures/predictions.png)", ""]
+    if study.get("stage_seconds"):
+        md += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
+        md += [f"| {k} | {v:.1f} |" for k, v in study["stage_seconds"].items()] + [""]
     text = "\n".join(md)
     md_path, html_path = run / "report.md", run / "report.html"
     atomic_write_text(md_path, text)
-    atomic_write_text(html_path, markdown_to_html(text, run, title=f"i2iuda study: {run.name}"))
+    atomic_write_text(html_path, to_html(text, run, title=f"i2iuda study: {study['name']}"))
     return md_path, html_path
 
 
-def _inline(src: str, base: Path) -> str:
-    p = base / src
-    if p.is_file():
-        return "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()
-    return src
+def to_html(text: str, base: Path, title: str) -> str:
+    """Markdown -> one self-contained HTML page (Python-Markdown; images inlined as data URIs)."""
+    def inline(m: re.Match) -> str:
+        p = base / m[1]
+        return 'src="data:image/png;base64,' + base64.b64encode(p.read_bytes()).decode() + '"' if p.is_file() else m[0]
 
-
-def markdown_to_html(text: str, base: Path, title: str) -> str:
-    """The small Markdown subset the report uses (headings, lists, tables, images, bold, code)
-    -> one self-contained HTML page with inlined images."""
-    import re
-
-    def inline(s: str) -> str:
-        s = html.escape(s)
-        s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
-        s = re.sub(r"`(.+?)`", r"<code>\1</code>", s)
-        return s
-
-    out, table = [], []
-
-    def flush_table():
-        if table:
-            head, *body = [r for r in table if not set(r.replace("|", "").strip()) <= set("-")]
-            cells = lambda r: [c.strip() for c in r.strip().strip("|").split("|")]
-            out.append("<table><tr>" + "".join(f"<th>{inline(c)}</th>" for c in cells(head)) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{inline(c)}</td>" for c in cells(r)) + "</tr>" for r in body)
-                       + "</table>")
-            table.clear()
-
-    for line in text.splitlines():
-        if line.startswith("|"):
-            table.append(line)
-            continue
-        flush_table()
-        if m := re.match(r"!\[(.*?)\]\((.+?)\)", line):
-            out.append(f'<figure><img alt="{html.escape(m[1])}" src="{_inline(m[2], base)}"></figure>')
-        elif m := re.match(r"(#+) (.*)", line):
-            out.append(f"<h{len(m[1])}>{inline(m[2])}</h{len(m[1])}>")
-        elif line.startswith("- "):
-            out.append(f"<li>{inline(line[2:])}</li>")
-        elif line.strip():
-            out.append(f"<p>{inline(line)}</p>")
-    flush_table()
-    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-             "th{background:#f3f3f3}td:first-child{text-align:left}img{max-width:100%}code{background:#f3f3f3;padding:0 3px}")
-    # After load, the page records how many of its images decoded: a headless browser's DOM dump
-    # then shows data-images-loaded="N/M" on <body> (see check_in_browser).
-    script = ("<script>window.addEventListener('load',function(){var i=document.images,n=0;"
-              "for(var k=0;k<i.length;k++){if(i[k].complete&&i[k].naturalWidth>0)n++;}"
-              "document.body.setAttribute('data-images-loaded',n+'/'+i.length);});</script>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{style}</style></head><body>\n" + "\n".join(out) + f"\n{script}\n</body></html>\n")
+    body = re.sub(r'src="([^"]+\.png)"', inline, markdown.markdown(text, extensions=["tables"]))
+    return PAGE.render(title=title, body=body)
 
 
 def check_in_browser(page: Path, screenshot: Path | None = None, browser: str = "chromium") -> tuple[int, int]:
     """Open ``page`` in headless Chromium (fresh profile, no network) and return (images that
     loaded, images on the page); optionally save a full-page screenshot."""
-    import re
     import shutil
     import subprocess
     import tempfile
-
-    from .errors import UserError
 
     exe = shutil.which(browser)
     if exe is None:
@@ -310,7 +247,7 @@ def check_in_browser(page: Path, screenshot: Path | None = None, browser: str = 
         dom = subprocess.run([exe, *flags, f"--user-data-dir={profile}", "--dump-dom", url],
                              capture_output=True, text=True, timeout=120).stdout
         if screenshot is not None:
-            subprocess.run([exe, *flags, f"--user-data-dir={profile}", "--window-size=1200,5200",
+            subprocess.run([exe, *flags, f"--user-data-dir={profile}", "--window-size=1200,7000",
                             "--hide-scrollbars", f"--screenshot={Path(screenshot).resolve()}", url],
                            capture_output=True, timeout=120)
     m = re.search(r'data-images-loaded="(\d+)/(\d+)"', dom)
@@ -321,16 +258,19 @@ def check_in_browser(page: Path, screenshot: Path | None = None, browser: str = 
 
 def compare_runs(runs: list[Path], out: Path) -> Path:
     """``i2iuda report RUN_A RUN_B ...``: the runs' results side by side (out/comparison.{md,html})."""
-    md = ["# i2iuda: runs compared", "", "| run | model | PA | MPA | mIoU | FWIoU | gap closed |",
+    md = ["# i2iuda: runs compared", "", "| run | arm | PA | MPA | mIoU | FWIoU | gap closed |",
           "|---|---|---|---|---|---|---|"]
     for r in runs:
         m = json.loads((Path(r) / "metrics.json").read_text())
-        gap = "" if m.get("gap_closed") is None else f"{100 * m['gap_closed']:.1f}%"
-        for name, v in m["models"].items():
-            md.append(f"| {Path(r).name} | {NICE[name]} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | "
-                      f"{v['FWIoU']:.2f} | {gap if name == 'adapted' else ''} |")
+        if "arms" not in m:
+            raise UserError(f"{r}/metrics.json: schema {m.get('schema')!r} is from an older i2iuda; re-run "
+                            f"'i2iuda run --out {r} --from report'")
+        for name, v in m["arms"].items():
+            gap = f"{100 * v['gap_closed']:.1f}%" if v["kind"] == "translation" and v["gap_closed"] is not None else ""
+            md.append(f"| {Path(r).name} | {nice(name)} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | "
+                      f"{v['FWIoU']:.2f} | {gap} |")
     text = "\n".join(md) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "comparison.md", text)
-    atomic_write_text(out / "comparison.html", markdown_to_html(text, out, "i2iuda: runs compared"))
+    atomic_write_text(out / "comparison.html", to_html(text, out, "i2iuda: runs compared"))
     return out / "comparison.html"

@@ -24,6 +24,7 @@ class Runtime:
     world_size: int = 1
     amp: str = "none"  # none | bf16 | fp16
     channels_last: bool = False
+    scaler: torch.amp.GradScaler | None = None  # fp16 only: see ``backward``
 
     @property
     def is_main(self) -> bool:
@@ -38,6 +39,19 @@ class Runtime:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward(), scaled under fp16 so that small gradients do not underflow to zero
+        (bf16 has fp32's exponent range and needs no scaling)."""
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def step(self, *optimizers: torch.optim.Optimizer) -> None:
+        """optimizer.step() for each; under fp16 the scaler unscales, skips a step whose gradients
+        overflowed, and adapts its scale once per training step (call this once per step)."""
+        for opt in optimizers:
+            self.scaler.step(opt) if self.scaler else opt.step()
+        if self.scaler:
+            self.scaler.update()
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
@@ -72,13 +86,8 @@ def init_runtime(device: str = "auto", amp: str = "none", channels_last: bool = 
         raise UserError("amp=fp16 needs CUDA; on CPU use amp=bf16 or none")
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Runtime(dev, rank, world, amp, channels_last)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
+    return Runtime(dev, rank, world, amp, channels_last, scaler)
 
 
 def rng_state() -> dict:
@@ -99,17 +108,3 @@ def set_rng_state(state: dict) -> None:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
-
-def open_run_folder(run, cfg, step: int):
-    """Create the run folder, save the resolved config, and open its TensorBoard writer (main
-    process only). ``purge_step`` drops events a killed run logged after its last checkpoint."""
-    from pathlib import Path
-
-    from torch.utils.tensorboard import SummaryWriter
-
-    from .config import save_config
-
-    run = Path(run)
-    run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
-    return SummaryWriter(str(run / "tb"), purge_step=step if step else None)

@@ -28,38 +28,60 @@ class AugmentConfig:
 
 
 class JointTransform:
-    """Wraps a v2 pipeline so it takes and returns numpy image/mask pairs."""
+    """Wraps v2 pipelines so they take and return numpy image/mask pairs: ``pipeline`` transforms
+    image and mask together (geometry), then ``photometric`` (if any) the image alone."""
 
-    def __init__(self, pipeline: v2.Transform):
-        self.pipeline = pipeline
+    def __init__(self, pipeline, photometric=None):
+        self.pipeline, self.photometric = pipeline, photometric
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None):
         img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         if mask is None:
-            return self.pipeline(img).as_subclass(torch.Tensor), None
-        img, m = self.pipeline(img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
-        return img.as_subclass(torch.Tensor), m.as_subclass(torch.Tensor).long()
+            img = self.pipeline(img)
+        else:
+            img, mask = self.pipeline(img, tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask))))
+            mask = mask.as_subclass(torch.Tensor).long()
+        if self.photometric is not None:
+            img = self.photometric(img)
+        return img.as_subclass(torch.Tensor), mask
 
 
 def _to_float(mean, std) -> list[v2.Transform]:
     return [v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True), v2.Normalize(mean, std)]
 
 
-def train_transform(cfg: AugmentConfig) -> JointTransform:
+class _Restyle:
+    """uint8 image -> restyle(image) / 255 as a float image (a class, not a lambda: workers pickle it)."""
+
+    def __init__(self, restyle):
+        self.restyle = restyle
+
+    def __call__(self, img):
+        return tv_tensors.Image(self.restyle(img.as_subclass(torch.Tensor)) / 255)
+
+
+def train_transform(cfg: AugmentConfig, restyle=None) -> JointTransform:
+    """Resize, random rescale, crop and flip (image and mask), then blur and normalise (image).
+
+    ``restyle`` (e.g. FDA on the fly) maps the geometrically augmented uint8 CHW image to a float
+    CHW image in 0..255, before blur and normalisation, as in the FDA paper; it is not clipped."""
     h, w = cfg.size
-    steps: list[v2.Transform] = [v2.Resize((h, w), antialias=True)]
+    geometric: list[v2.Transform] = [v2.Resize((h, w), antialias=True)]
     if tuple(cfg.scale) != (1.0, 1.0):
         # RandomResize draws the shorter side; our frames are wider than tall, so that is H.
         lo, hi = int(round(h * cfg.scale[0])), int(round(h * cfg.scale[1]))
-        steps.append(v2.RandomResize(lo, hi + 1, antialias=True))
+        geometric.append(v2.RandomResize(lo, hi + 1, antialias=True))
     if cfg.crop is not None:
-        steps.append(v2.RandomCrop(tuple(cfg.crop), pad_if_needed=True,
-                                   fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}))
+        geometric.append(v2.RandomCrop(tuple(cfg.crop), pad_if_needed=True,
+                                       fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}))
     if cfg.hflip > 0:
-        steps.append(v2.RandomHorizontalFlip(cfg.hflip))
-    if cfg.blur > 0:
-        steps.append(v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=cfg.blur))
-    return JointTransform(v2.Compose(steps + _to_float(cfg.mean, cfg.std)))
+        geometric.append(v2.RandomHorizontalFlip(cfg.hflip))
+    blur = [v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=cfg.blur)] if cfg.blur > 0 else []
+    if restyle is None:
+        photometric = blur + _to_float(cfg.mean, cfg.std)
+    else:
+        photometric = [_Restyle(restyle)] + blur + [v2.Normalize(cfg.mean, cfg.std)]
+    return JointTransform(v2.Compose(geometric), v2.Compose(photometric))
 
 
 def eval_transform(size: tuple[int, int] | None, resize_mask: bool = False,

@@ -8,7 +8,9 @@ Nothing but the confusion matrix and a few pictures is kept in memory.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -17,10 +19,22 @@ import torch.nn.functional as nnf
 from ..data import labels as L
 from ..data.datasets import Index, SegmentationDataset, build_index
 from ..data.transforms import denormalize, eval_transform
+from ..errors import UserError
 from ..io import save_png
 from ..metrics import confusion_matrix, scores
 from ..progress import Bar
 from ..runtime import Runtime
+
+
+@dataclass
+class EvalProtocol:
+    """How frames are predicted and scored (the published protocol: size 512x1024 on Cityscapes val)."""
+
+    size: tuple[int, int] | None = None  # input (H, W); None: the model's training size (segment eval, study)
+    slide: tuple[int, int] | None = None  # predict at full resolution with overlapping windows of this size
+    flip: bool = False  # average with the horizontally flipped frame
+    scales: tuple[float, ...] = (1.0,)  # test scales whose softmax scores are averaged
+    classes: Literal["19", "16", "13"] = "19"  # classes in the means (SYNTHIA's 16/13-class protocols)
 
 
 @torch.no_grad()
@@ -59,21 +73,18 @@ def predict_sliding(model: torch.nn.Module, x: torch.Tensor, crop: tuple[int, in
     return total / count
 
 
-def evaluate(model: torch.nn.Module, data: str | Index, size: tuple[int, int] | None, rt: Runtime,
-             resize_mask: bool = False, flip: bool = False, scales: tuple[float, ...] = (1.0,),
-             classes: tuple[int, ...] | None = None, batch_size: int = 4, workers: int = 2,
-             pred_dir: Path | None = None, picture_dir: Path | None = None, pictures: int = 0,
-             progress: bool = False, slide: tuple[int, int] | None = None) -> dict:
+def evaluate(model: torch.nn.Module, data: str | Index, rt: Runtime, protocol: EvalProtocol,
+             resize_mask: bool = False, batch_size: int = 4, workers: int = 2, pred_dir: Path | None = None,
+             picture_dir: Path | None = None, pictures: int = 0, progress: bool = False) -> dict:
     """Score ``model`` on a labelled data set. With ``pred_dir``, writes each prediction as a
-    trainId PNG named like its image (relative path kept); ``pictures`` colour-coded
-    predictions/overlays go to ``picture_dir``. ``slide`` = (H, W) predicts at full resolution
-    with sliding windows of that size instead of resizing. Under DDP each rank scores its share
-    and the confusion matrices are summed."""
-    if slide is not None:
-        size = None
+    trainId PNG named like its image (relative path kept); the first ``pictures`` frames get
+    pictures in ``picture_dir`` (image, ground truth, prediction, and the three side by side).
+    ``resize_mask`` scores at the input size instead of the label's (in-training validation).
+    Under DDP each rank scores its share and the confusion matrices are summed."""
+    size = None if protocol.slide is not None else protocol.size
     index = build_index(data) if isinstance(data, str) else data
     if not index.labelled:
-        raise ValueError(f"{index.spec}: has no labels to evaluate against")
+        raise UserError(f"{index.spec}: has no labels to evaluate against")
     shard = Index(index.spec, index.samples[rt.rank::rt.world_size], index.label_format, root=index.root)
     ds = SegmentationDataset(shard, eval_transform(size, resize_mask=resize_mask))
     # full-resolution labels may differ in size between frames (GTA5): one frame per batch then
@@ -84,17 +95,16 @@ def evaluate(model: torch.nn.Module, data: str | Index, size: tuple[int, int] | 
     model.eval()
     conf = torch.zeros(L.NUM_CLASSES, L.NUM_CLASSES, dtype=torch.int64, device=rt.device)
     shown = 0
-    bar = Bar(len(ds), "evaluate", unit="frames", show=progress)
-    with bar:
+    with Bar(len(ds), "evaluate", unit="frames", show=progress) as bar:
         for item in loader:
             x = rt.to_device(item["image"])
             mask = item["mask"].to(rt.device, non_blocking=True)
             with rt.autocast():
-                if slide is not None:
-                    prob = nnf.interpolate(predict_sliding(model, x, slide, flip), size=tuple(mask.shape[-2:]),
-                                           mode="bilinear", align_corners=False)
+                if protocol.slide is not None:
+                    prob = nnf.interpolate(predict_sliding(model, x, protocol.slide, protocol.flip),
+                                           size=tuple(mask.shape[-2:]), mode="bilinear", align_corners=False)
                 else:
-                    prob = predict_logits(model, x, tuple(mask.shape[-2:]), flip, scales)
+                    prob = predict_logits(model, x, tuple(mask.shape[-2:]), protocol.flip, protocol.scales)
             pred = prob.argmax(1)
             conf += confusion_matrix(pred, mask, L.NUM_CLASSES)
             if pred_dir is not None or shown < pictures:
@@ -109,10 +119,31 @@ def evaluate(model: torch.nn.Module, data: str | Index, size: tuple[int, int] | 
     if rt.distributed:
         torch.distributed.all_reduce(conf)
     model.train(was_training)
-    out = scores(conf, classes)
+    out = scores(conf, class_subset(protocol.classes))
     out["confusion"] = conf.cpu().tolist()
     out["frames"] = len(index.samples)
     return out
+
+
+@torch.no_grad()
+def frame_agreement(model: torch.nn.Module, data: str | Index, size: tuple[int, int], rt: Runtime,
+                    n_frames: int) -> list[dict]:
+    """For the first ``n_frames`` frames: the pixel accuracy (%) of the model's prediction against
+    the frame's labels, and the prediction (full label resolution), lowest agreement first."""
+    from ..data.datasets import load_pair
+
+    index = build_index(data) if isinstance(data, str) else data
+    tf = eval_transform(size)
+    model.eval()
+    rows = []
+    for s in index.samples[:n_frames]:
+        image, label = load_pair(s, index.label_format)
+        x = rt.to_device(tf(image, None)[0][None])
+        pred = predict_logits(model, x, label.shape).argmax(1)[0].cpu().numpy().astype(np.uint8)
+        valid = label != L.IGNORE
+        rows.append({"name": s.rel, "agreement": float((pred == label)[valid].mean() * 100), "image": image,
+                     "label": label, "pred": pred})
+    return sorted(rows, key=lambda r: r["agreement"])
 
 
 def _save_pictures(folder: Path, name: str, image: torch.Tensor, pred: np.ndarray, mask: np.ndarray) -> None:
@@ -123,14 +154,16 @@ def _save_pictures(folder: Path, name: str, image: torch.Tensor, pred: np.ndarra
     h, w = pred.shape
     rgb = cv2.resize(denormalize(image), (w, h), interpolation=cv2.INTER_LINEAR)
     stem = Path(name).stem
+    truth, predicted = L.overlay(rgb, mask), L.overlay(rgb, pred)
     save_png(folder / f"{stem}_pred.png", L.colorize(pred))
-    save_png(folder / f"{stem}_overlay.png", grid([[rgb, L.overlay(rgb, pred), L.overlay(rgb, mask)]],
+    save_png(folder / f"{stem}_image.png", rgb)
+    save_png(folder / f"{stem}_truth.png", truth)
+    save_png(folder / f"{stem}_prediction.png", predicted)
+    save_png(folder / f"{stem}_overlay.png", grid([[rgb, predicted, truth]],
                                                    captions=["image", "prediction", "ground truth"]))
 
 
 def class_subset(text: str) -> tuple[int, ...]:
-    from ..errors import UserError
-
     if text not in L.EVAL_SUBSETS:
         raise UserError(f"--classes {text!r}: expected 19, 16 or 13")
     return L.EVAL_SUBSETS[text]
@@ -147,30 +180,26 @@ def format_table(r: dict) -> str:
     return "\n".join(lines)
 
 
-def run_eval(run: Path, data: str, out: Path, size: tuple[int, int] | None = None, flip: bool = False,
-             scales: str = "1.0", classes: str = "19", save_predictions: bool = False, pictures: int = 8,
-             device: str = "auto", workers: int = 2, progress: bool = True, slide: tuple[int, int] | None = None) -> dict:
+def run_eval(run: Path, data: str, out: Path, protocol: EvalProtocol = EvalProtocol(), save_predictions: bool = False,
+             pictures: int = 8, device: str = "auto", workers: int = 2, progress: bool = True) -> dict:
     """``i2iuda segment eval``: metrics.json, metrics.txt, pictures/ (and predictions/) in ``out``."""
-    from ..errors import UserError
+    from dataclasses import replace
+
     from ..io import atomic_write_text, write_json
     from ..runtime import init_runtime
-    from .train import load_trained
+    from .models import load_trained
 
-    try:
-        scale_list = tuple(float(s) for s in scales.split(","))
-    except ValueError:
-        raise UserError(f"--scales {scales!r}: expected numbers separated by commas") from None
-    subset = class_subset(classes)
+    class_subset(protocol.classes)  # a bad subset fails before the model loads
     rt = init_runtime(device)
     model, cfg = load_trained(run, rt.device)
-    size = size or tuple(cfg["data"]["size"])
+    protocol = replace(protocol, size=tuple(protocol.size or cfg["data"]["size"]))
     out = Path(out)
-    r = evaluate(model, data, size, rt, flip=flip, scales=scale_list, classes=subset, batch_size=1, workers=workers,
+    r = evaluate(model, data, rt, protocol, batch_size=1, workers=workers,
                  pred_dir=out / "predictions" if save_predictions else None, picture_dir=out / "pictures",
-                 pictures=pictures, progress=progress, slide=slide)
-    r.update({"run": str(run), "data": data, "input_size": None if slide else list(size),
-              "sliding_window": list(slide) if slide else None, "flip": flip, "scales": list(scale_list),
-              "classes": classes, "align_corners": False})
+                 pictures=pictures, progress=progress)
+    r.update({"run": str(run), "data": data, "input_size": None if protocol.slide else list(protocol.size),
+              "sliding_window": list(protocol.slide) if protocol.slide else None, "flip": protocol.flip,
+              "scales": list(protocol.scales), "classes": protocol.classes, "align_corners": False})
     write_json(out / "metrics.json", r)
     r["table"] = format_table(r)
     atomic_write_text(out / "metrics.txt", r["table"] + "\n")
@@ -183,7 +212,7 @@ def evaluate_prediction_files(pred_dir: Path, gt: str, classes: str = "19") -> d
     from PIL import Image
 
     from ..data.datasets import read_label
-    from ..errors import DataError, UserError
+    from ..errors import DataError
 
     subset = class_subset(classes)
     index = build_index(gt)

@@ -6,6 +6,7 @@ Every model maps (N, 3, H, W) to logits (N, classes, H, W).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -97,3 +98,16 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                         f"or set model.pretrained=false") from None
     _fix_pooling_bn(model)
     return model
+
+
+def load_trained(run: str | Path, device: torch.device, which: str = "best") -> tuple[nn.Module, dict]:
+    """The model of a finished (or running) ``segment train`` run in eval mode, and its config dict."""
+    from ..config import from_dict
+
+    path = Path(run) / "checkpoints" / f"{which}.pt"
+    if not path.is_file():
+        raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda segment train')")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(from_dict(ModelConfig, {**ckpt["config"]["model"], "pretrained": False}))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), ckpt["config"]

@@ -1,4 +1,4 @@
-"""``i2iuda translate apply``: translate a whole data set with a trained generator.
+"""``i2iuda translate apply``: translate a whole data set with any method's translator.
 
 The output keeps the input's layout (``images/00001.png`` stays ``images/00001.png``) and gets
 the input's labels beside it (hard-linked, or copied, or resized with nearest neighbour when
@@ -17,42 +17,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 from PIL import Image
 
-from ..config import from_dict
-from ..data.datasets import Index, SegmentationDataset, build_index, parse_spec
+from ..data.datasets import Index, SegmentationDataset, build_index, parse_spec, read_image
 from ..data.transforms import denormalize, eval_transform
 from ..errors import UserError
 from ..io import atomic_write_bytes, encode_png, save_palette_png
+from ..pictures import tensor_rows
 from ..progress import Bar
-from ..runtime import init_runtime
-from .cyclegan import CycleGANConfig, Generator
-
-
-def load_generator(run: str | Path, direction: str = "s2t", device: torch.device = torch.device("cpu")):
-    """-> (generator in eval mode, training size (H, W)) from RUN/checkpoints/last.pt."""
-    path = Path(run) / "checkpoints" / "last.pt"
-    if not path.is_file():
-        raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda translate train')")
-    if direction not in ("s2t", "t2s"):
-        raise UserError(f"--direction {direction!r}: expected s2t (G) or t2s (F)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    mcfg = from_dict(CycleGANConfig, ckpt["config"]["model"])
-    net = Generator(mcfg.ngf, mcfg.n_blocks)
-    prefix = "G." if direction == "s2t" else "F."
-    net.load_state_dict({k[len(prefix):]: v for k, v in ckpt["gens"].items() if k.startswith(prefix)})
-    return net.to(device).eval(), tuple(ckpt["config"]["data"]["size"])
-
-
-@torch.no_grad()
-def translate_batch(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Fully convolutional: pad (reflect) to a multiple of 4, translate, crop back."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % 4, (-w) % 4
-    if ph or pw:
-        x = nnf.pad(x, (0, pw, 0, ph), mode="reflect")
-    return net(x)[..., :h, :w]
+from .base import Translator
 
 
 def _copy_label(src: Path, dst: Path, size: tuple[int, int] | None, fmt: str) -> None:
@@ -93,16 +66,13 @@ def translated_spec(source: str, out: str | Path, split: str) -> str:
     return f"{'gta5' if kind == 'synthetic' else kind}:{out}:{split}"
 
 
-def apply_translator(run: str | Path, source: str, out: str | Path, size: tuple[int, int] | str | None = None,
-                     direction: str = "s2t", batch_size: int = 4, workers: int = 2, device: str = "auto",
-                     amp: str = "none", progress: bool = True) -> dict:
-    """Translate every frame of ``source`` into ``out``. ``size``: (H, W), ``"full"`` for each
-    frame's own size, or None for the translator's training size. Returns counts."""
-    rt = init_runtime(device, amp)
-    net, train_size = load_generator(run, direction, rt.device)
-    if rt.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    size = train_size if size is None else None if size == "full" else tuple(size)
+def apply_translator(translator: Translator, source: str, out: str | Path, size: tuple[int, int] | None,
+                     direction: str = "s2t", batch_size: int = 4, workers: int = 2, progress: bool = True) -> dict:
+    """Translate every frame of ``source`` into ``out`` at ``size`` (H, W), or at each frame's own
+    size with ``size=None``. Returns counts."""
+    if direction not in translator.directions:
+        raise UserError(f"--direction {direction!r}: this method translates {' or '.join(translator.directions)}")
+    rt = translator.rt
     out = Path(out)
     index = build_index(source)
     todo = [s for s in index.samples if not (out / Path(s.rel).with_suffix(".png")).exists()]
@@ -122,8 +92,8 @@ def apply_translator(run: str | Path, source: str, out: str | Path, size: tuple[
             for item in loader:
                 x = rt.to_device(item["image"])
                 with rt.autocast():
-                    y = translate_batch(net, x)
-                frames = denormalize(y.float())
+                    y = translator.translate(x, item["name"], direction)
+                frames = denormalize(y.float())  # clipped to 0..255
                 for name, frame in zip(item["name"], frames):
                     pending.append(pool.submit(_write_png, out / Path(name).with_suffix(".png"), frame))
                 while len(pending) > 4 * batch:  # bounded: re-raises a failed write promptly
@@ -135,26 +105,15 @@ def apply_translator(run: str | Path, source: str, out: str | Path, size: tuple[
             "labels": labels, "out": str(out)}
 
 
-def sample_grid(run: str | Path, source: str, target: str, n: int = 4, size: tuple[int, int] | None = None,
-                device: str = "cpu") -> np.ndarray:
-    """A picture of what the translator does: for the first ``n`` frames of each domain, rows
-    of source, G(source), F(G(source)), target, F(target), G(F(target))."""
-    from ..pictures import grid
-
-    rt = init_runtime(device)
-    G, train_size = load_generator(run, "s2t", rt.device)
-    F, _ = load_generator(run, "t2s", rt.device)
-    tf = eval_transform(size or train_size)
-    pick = lambda spec: torch.stack([tf(img, None)[0] for img in _first_images(spec, n)]).to(rt.device)
-    s, t = pick(source), pick(target)
-    g_s = translate_batch(G, s)
-    f_t = translate_batch(F, t)
-    cols = [denormalize(c) for c in (s, g_s, translate_batch(F, g_s), t, f_t, translate_batch(G, f_t))]
-    return grid([[c[i] for c in cols] for i in range(min(len(s), len(t)))],
-                captions=["source", "G(source)", "F(G(source))", "target", "F(target)", "G(F(target))"])
-
-
-def _first_images(spec: str, n: int) -> list[np.ndarray]:
-    from ..data.datasets import read_image
-
-    return [read_image(s.image) for s in build_index(spec).samples[:n]]
+def sample_grid(translator: Translator, source: str, target: str, n: int = 4,
+                size: tuple[int, int] | None = None) -> np.ndarray:
+    """A picture of what a translator does to the first ``n`` frames of ``source`` (the method
+    chooses the columns: CycleGAN shows both cycles, FDA the target whose amplitude it took)."""
+    rt = translator.rt
+    tf = eval_transform(size)
+    s_index, t_index = build_index(source), build_index(target)
+    pick = lambda index: torch.stack([tf(read_image(s.image), None)[0] for s in index.samples[:n]]).to(rt.device)
+    x_s, x_t = pick(s_index), pick(t_index)
+    k = min(len(x_s), len(x_t))
+    cols, captions = translator.samples(x_s[:k], [s.rel for s in s_index.samples[:k]], x_t[:k])
+    return tensor_rows(cols, captions, n=k)

@@ -11,11 +11,18 @@ and weakens the gradients).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
+
+from ..config import from_dict
+from ..pictures import tensor_rows
+from ..runtime import Runtime, unwrap
+from .base import Translator, lr_factor
+
+TRAINS = True
 
 
 @dataclass
@@ -34,6 +41,9 @@ class CycleGANConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     pool_size: int = 50  # history of generated images shown to the discriminators
+
+
+Config = CycleGANConfig  # the name every method module gives its settings (see base.py)
 
 
 # --- networks -----------------------------------------------------------------------------------
@@ -198,31 +208,121 @@ def set_requires_grad(net: nn.Module, flag: bool) -> None:
 
 
 @dataclass
-class CycleGAN:
-    """The four nets (possibly DDP-wrapped), their two Adam optimisers and the image pools."""
+class CycleGAN(Translator):
+    """The four nets (possibly DDP-wrapped), their two Adam optimisers and schedulers, and the
+    image pools; for inference only ``gens`` is built (the rest is None)."""
 
     cfg: CycleGANConfig
     gens: nn.Module  # Generators, or DDP(Generators)
-    discs: nn.Module  # Discriminators, or DDP(Discriminators)
-    opt_g: torch.optim.Optimizer
-    opt_d: torch.optim.Optimizer
-    pool_s: ImagePool
-    pool_t: ImagePool
+    discs: nn.Module | None = None  # Discriminators, or DDP(Discriminators)
+    opt_g: torch.optim.Optimizer | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    pool_s: ImagePool | None = None
+    pool_t: ImagePool | None = None
+    scheds: list = field(default_factory=list)
+    rt: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu")))
+    last: tuple | None = None  # (generator outputs, real_s, real_t) of the last step, for pictures
+
+    show = ("G_total", "D_T", "D_S")
+    directions = ("s2t", "t2s")
+
+    # -- training (training.Trainer) --
+    def step(self, batch: dict) -> dict:
+        loss, out = train_step(self, batch["source"], batch["target"], self.rt.autocast())
+        for s in self.scheds:
+            s.step()
+        self.last = (out, batch["source"], batch["target"])
+        return loss
+
+    def state_dict(self) -> dict:
+        return {"gens": unwrap(self.gens).state_dict(), "discs": unwrap(self.discs).state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched": [s.state_dict() for s in self.scheds], "pool_s": self.pool_s.state_dict(),
+                "pool_t": self.pool_t.state_dict(),
+                "scaler": self.rt.scaler.state_dict() if self.rt.scaler else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        unwrap(self.gens).load_state_dict(state["gens"])
+        if self.discs is None:  # inference: the generators are all it needs
+            return
+        unwrap(self.discs).load_state_dict(state["discs"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        for s, sd in zip(self.scheds, state["sched"]):
+            s.load_state_dict(sd)
+        self.pool_s.load_state_dict(state["pool_s"], self.rt.device)
+        self.pool_t.load_state_dict(state["pool_t"], self.rt.device)
+        if self.rt.scaler and state.get("scaler"):
+            self.rt.scaler.load_state_dict(state["scaler"])
+
+    def end_of_epoch(self, epoch: int, step: int, mean_losses: dict) -> dict:
+        return {"lr": self.scheds[0].get_last_lr()[0]}
+
+    def picture(self):
+        """Rows of real S, G(S), F(G(S)), real T, F(T), G(F(T)) for the last step's first 2 frames."""
+        out, real_s, real_t = self.last
+        cols = [real_s, out["fake_t"], out["rec_s"], real_t, out["fake_s"], out["rec_t"]]
+        return tensor_rows(cols, ["real S", "G(S)", "F(G(S))", "real T", "F(T)", "G(F(T))"], n=2)
+
+    def describe(self, size: tuple[int, int] | None = None) -> str:
+        c = self.cfg
+        p = patch_size(c.d_layers)
+        return (f"CycleGAN ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, identity loss "
+                f"{'on' if c.identity else 'off'}")
+
+    # -- inference (Translator) --
+    @torch.no_grad()
+    def translate(self, x: torch.Tensor, names: list[str], direction: str = "s2t") -> torch.Tensor:
+        gens = unwrap(self.gens)
+        return pad_and_run(gens.G if direction == "s2t" else gens.F, x)
+
+    @torch.no_grad()
+    def samples(self, x_s, names_s, x_t):
+        G, F = unwrap(self.gens).G, unwrap(self.gens).F
+        g_s, f_t = pad_and_run(G, x_s), pad_and_run(F, x_t)
+        return ([x_s, g_s, pad_and_run(F, g_s), x_t, f_t, pad_and_run(G, f_t)],
+                ["source", "G(source)", "F(G(source))", "target", "F(target)", "G(F(target))"])
+
+    def eval(self) -> "CycleGAN":
+        self.gens.eval()
+        return self
 
 
-def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, channels_last: bool = False) -> CycleGAN:
+def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, channels_last: bool = False,
+                   training: bool = True) -> CycleGAN:
     torch.manual_seed(seed)
-    gens, discs = Generators(cfg), Discriminators(cfg)
-    for net in (gens, discs):
+    gens = Generators(cfg)
+    discs = Discriminators(cfg) if training else None
+    for net in (gens, discs) if training else (gens,):
         init_weights(net)
         net.to(device)
         if channels_last:
             net.to(memory_format=torch.channels_last)
+    rt = Runtime(device, channels_last=channels_last)
+    if not training:
+        return CycleGAN(cfg, gens, rt=rt)
     betas = (cfg.beta1, cfg.beta2)
     return CycleGAN(cfg, gens, discs,
                     torch.optim.Adam(gens.parameters(), lr=cfg.lr, betas=betas),
                     torch.optim.Adam(discs.parameters(), lr=cfg.lr, betas=betas),
-                    ImagePool(cfg.pool_size, seed + 1), ImagePool(cfg.pool_size, seed + 2))
+                    ImagePool(cfg.pool_size, seed + 1), ImagePool(cfg.pool_size, seed + 2), rt=rt)
+
+
+def build(tcfg, rt: Runtime, total_steps: int, training: bool = True) -> CycleGAN:
+    """The method's entry point (see base.py): nets on ``rt``'s device, DDP-wrapped under torchrun,
+    lr constant then decayed per step (``tcfg.lr_decay`` from ``tcfg.decay_start``)."""
+    cfg = from_dict(Config, tcfg.model, "model")
+    m = build_cyclegan(cfg, rt.device, tcfg.seed, rt.channels_last, training)
+    m.rt = rt
+    if not training:
+        return m
+    if rt.distributed:
+        ddp = dict(device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        m.gens = torch.nn.parallel.DistributedDataParallel(m.gens, **ddp)
+        m.discs = torch.nn.parallel.DistributedDataParallel(m.discs, **ddp)
+    m.scheds = [torch.optim.lr_scheduler.LambdaLR(
+        o, lambda s: lr_factor(s, total_steps, tcfg.decay_start, tcfg.lr_decay)) for o in (m.opt_g, m.opt_d)]
+    return m
 
 
 def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast) -> tuple[dict, dict]:
@@ -230,10 +330,10 @@ def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast
     and left on the device (no host sync).
 
     Every generator output is computed once and reused: with gradients for G/F's loss,
-    detached (through the pools) for the discriminators'.
+    detached (through the pools) for the discriminators'. Both optimisers step at the end
+    (the discriminators' loss reads only detached fakes, so G's update cannot change it), which
+    lets one fp16 gradient scaler serve both.
     """
-    from ..runtime import unwrap
-
     discs = unwrap(m.discs)
     lam = m.cfg.lambda_cycle
     # 1. generators: fool both discriminators, and cycle back to the input.
@@ -251,8 +351,7 @@ def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast
             loss["idt_s"] = nnf.l1_loss(out["idt_s"].float(), real_s.float()) * lam * 0.5
     loss_g = sum(loss.values())
     m.opt_g.zero_grad(set_to_none=True)
-    loss_g.backward()
-    m.opt_g.step()
+    m.rt.backward(loss_g)
     # 2. discriminators: real vs. (pooled, detached) generated images.
     set_requires_grad(discs, True)
     fake_t = m.pool_t.query(out["fake_t"])
@@ -260,8 +359,19 @@ def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast
     with autocast:
         loss_d = m.discs(real_s, fake_s, real_t, fake_t)
     m.opt_d.zero_grad(set_to_none=True)
-    (loss_d["D_T"] + loss_d["D_S"]).backward()
-    m.opt_d.step()
+    m.rt.backward(loss_d["D_T"] + loss_d["D_S"])
+    m.rt.step(m.opt_g, m.opt_d)
     loss.update(loss_d)
     loss["G_total"] = loss_g
     return {k: v.detach() for k, v in loss.items()}, {k: v.detach() for k, v in out.items()}
+
+
+@torch.no_grad()
+def pad_and_run(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Fully convolutional: pad (reflect) to a multiple of 4 (two stride-2 stages), run, crop back."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 4, (-w) % 4
+    if ph or pw:
+        x = nnf.pad(x, (0, pw, 0, ph), mode="reflect")
+    return net(x)[..., :h, :w]
+

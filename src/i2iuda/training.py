@@ -1,0 +1,169 @@
+"""The one training loop of i2iuda: translators and segmenters alike.
+
+A trainer is reduced to its step and its state:
+
+    trainer.step(batch) -> dict of losses     one optimisation step (batch already on the device);
+                                              detached scalar tensors, left on the device
+    trainer.state_dict() / load_state_dict()  what a checkpoint holds besides the loop's own state
+    trainer.end_of_epoch(epoch, step, mean_losses) -> dict   optional: validate, keep the best;
+                                              returns scalars to log
+    trainer.picture() -> HxWx3 uint8 | None   optional: a grid of the last step's images
+    trainer.describe() -> str                 one line printed at the start
+    trainer.summary() -> dict                 optional extra fields of summary.json
+    trainer.show                              loss names shown on the progress bar
+
+The loop owns the rest, once for every trainer: the run folder with its resolved config,
+TensorBoard and ``losses.jsonl``, the progress bar, atomic checkpoints (``last.pt``) at the end of
+every epoch, every ``checkpoint_every`` steps and at the end, exact resume (trainer state, RNG
+states, step, the running epoch's loss sums), DDP barriers, and ``summary.json``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import save_config, to_dict
+from .io import atomic_write_text, save_png, torch_save, write_json
+from .progress import Bar, console
+from .runtime import Runtime, rng_state, set_rng_state
+
+
+@dataclass
+class Schedule:
+    total: int  # steps of the whole run
+    per_epoch: int  # steps between end_of_epoch calls (and checkpoints)
+    log_every: int = 50  # steps between loss logs: the only host syncs
+    checkpoint_every: int = 500
+    image_every: int | None = None  # steps between trainer.picture() grids (None: never)
+
+
+class Trainer:
+    """Defaults for the optional parts of a trainer (see the module docstring)."""
+
+    show: tuple[str, ...] = ()
+
+    def end_of_epoch(self, epoch: int, step: int, mean_losses: dict[str, float]) -> dict:
+        return {}
+
+    def picture(self):
+        return None
+
+    def summary(self) -> dict:
+        return {}
+
+
+def _on_device(batch: dict, rt: Runtime) -> dict:
+    return {k: rt.to_device(v) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class LossLog:
+    """TensorBoard scalars and RUN/losses.jsonl (the file the report plots, one JSON line per
+    log interval). A resumed run first drops the lines a killed run wrote after its checkpoint."""
+
+    def __init__(self, run: Path, step: int):
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.path = run / "losses.jsonl"
+        if self.path.exists():
+            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
+        self.file = open(self.path, "a")
+        self.tb = SummaryWriter(str(run / "tb"), purge_step=step if step else None)
+
+    def scalars(self, step: int, values: dict[str, float], prefix: str = "") -> None:
+        for k, v in values.items():
+            self.tb.add_scalar(f"{prefix}{k}", v, step)
+        self.file.write(json.dumps({"step": step, **{prefix + k: v for k, v in values.items()}}) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+        self.tb.close()
+
+
+def train_loop(trainer: Any, make_loader: Callable[[int, int], Any], run: str | Path, cfg: Any, rt: Runtime,
+               schedule: Schedule, resume: bool = False, stop_at_step: int | None = None,
+               progress: bool = True, name: str = "train") -> dict:
+    """Train ``trainer`` on the batches of ``make_loader(start_step, end_step)`` in ``run``.
+    ``stop_at_step`` ends early after a checkpoint (for tests and time-boxed runs); the run
+    resumes later with ``resume=True``. Returns the summary (also RUN/summary.json)."""
+    run = Path(run)
+    ckpt_path = run / "checkpoints" / "last.pt"
+    step, elapsed, epoch_sums, epoch_n = 0, 0.0, {}, 0
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=rt.device, weights_only=False)
+        trainer.load_state_dict(ckpt["trainer"])
+        set_rng_state(ckpt["rng"])
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+        epoch_sums = {k: torch.tensor(v, device=rt.device) for k, v in ckpt["epoch_sums"].items()}
+        epoch_n = ckpt["epoch_n"]
+    log = None
+    if rt.is_main:
+        run.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run / "config.yaml")
+        log = LossLog(run, step)
+        console.print(f"{name}: {trainer.describe()}, {schedule.per_epoch} steps/epoch, {schedule.total} steps, "
+                      f"{rt.world_size} process(es) on {rt.device}" + (f", resuming at step {step}" if step else ""))
+
+    def save_checkpoint() -> None:
+        if rt.is_main:
+            torch_save({"step": step, "elapsed": elapsed + time.perf_counter() - t0, "config": to_dict(cfg),
+                        "epoch_sums": {k: float(v) for k, v in epoch_sums.items()}, "epoch_n": epoch_n,
+                        "rng": rng_state(), "trainer": trainer.state_dict()}, ckpt_path)
+        rt.barrier()
+
+    end = min(schedule.total, stop_at_step) if stop_at_step is not None else schedule.total
+    sums: dict[str, torch.Tensor] = {}
+    n_sum, last = 0, {}
+    t0 = t_epoch = time.perf_counter()
+    try:
+        with Bar(schedule.total, name, unit="step", completed=step, show=progress and rt.is_main) as bar:
+            for batch in make_loader(step, end):
+                loss = trainer.step(_on_device(batch, rt))
+                step += 1
+                n_sum, epoch_n = n_sum + 1, epoch_n + 1
+                for k, v in loss.items():
+                    sums[k] = sums.get(k, 0) + v
+                    epoch_sums[k] = epoch_sums.get(k, 0) + v
+                epoch_end = step % schedule.per_epoch == 0
+                if step % schedule.log_every == 0 or epoch_end or step == end:
+                    last = {k: float(v) / n_sum for k, v in sums.items()}  # the host sync, once per interval
+                    sums, n_sum = {}, 0
+                    if log:
+                        log.scalars(step, last, "loss/")
+                if log and schedule.image_every and (step % schedule.image_every == 0 or step == end):
+                    picture = trainer.picture()
+                    if picture is not None:
+                        save_png(run / "images" / f"step_{step:07d}.png", picture)
+                        log.tb.add_image("images", picture, step, dataformats="HWC")
+                bar.advance(1, **{k: last[k] for k in trainer.show if k in last})
+                if epoch_end:
+                    epoch = step // schedule.per_epoch
+                    means = {k: float(v) / max(epoch_n, 1) for k, v in epoch_sums.items()}
+                    epoch_sums, epoch_n = {}, 0
+                    logged = trainer.end_of_epoch(epoch, step, means) or {}
+                    if log:
+                        log.scalars(step, logged)
+                        dt, t_epoch = time.perf_counter() - t_epoch, time.perf_counter()
+                        console.print(f"epoch {epoch}/{schedule.total // schedule.per_epoch} step {step} | "
+                                      + " ".join(f"{k} {v:.3f}" for k, v in {**means, **logged}.items()
+                                                 if isinstance(v, float))
+                                      + f" | {schedule.per_epoch / dt:.2f} step/s")
+                if epoch_end or step % schedule.checkpoint_every == 0 or step == end:
+                    save_checkpoint()
+    finally:
+        if log:
+            log.close()
+    wall = elapsed + time.perf_counter() - t0
+    summary = {"steps": step, "total_steps": schedule.total, "finished": step >= schedule.total,
+               "wall_seconds": round(wall, 2), "steps_per_second": round(step / wall, 4) if wall > 0 else None,
+               "last_losses": last, **trainer.summary()}
+    if rt.is_main:
+        write_json(run / "summary.json", summary)
+    return summary
