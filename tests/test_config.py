@@ -44,3 +44,16 @@ def test_overrides_and_errors(tmp_path):
         load_config(TranslateConfig, bad)
     with pytest.raises(UserError, match="--config .*missing.yaml: file not found"):
         load_config(TranslateConfig, tmp_path / "missing.yaml")
+
+
+def test_base_files_are_merged_under_the_including_keys(tmp_path):
+    (tmp_path / "seg.yaml").write_text("epochs: 7\nlr: 0.5\ndata: {batch_size: 3}\n")
+    (tmp_path / "study.yaml").write_text("segment: {_base: seg.yaml, lr: 0.1}\n")
+    cfg = load_config(StudyConfig, tmp_path / "study.yaml")
+    assert (cfg.segment.epochs, cfg.segment.lr, cfg.segment.data.batch_size) == (7, 0.1, 3)
+    (tmp_path / "self.yaml").write_text("segment: {_base: self.yaml}\n")
+    with pytest.raises(UserError, match="_base names the file itself"):
+        load_config(StudyConfig, tmp_path / "self.yaml")
+    (tmp_path / "missing.yaml").write_text("segment: {_base: nope.yaml}\n")
+    with pytest.raises(UserError, match="nope.yaml: file not found"):
+        load_config(StudyConfig, tmp_path / "missing.yaml")

@@ -92,10 +92,16 @@ def test_study_end_to_end(tmp_path):
 
 
 def test_adding_an_arm_runs_only_that_arm(tmp_path):
+    from PIL import Image
+
     run = tmp_path / "run"
-    run_study(tiny(tmp_path, "oracle=false"), run, progress=False)
+    small = "translate.settings.cyclegan.data.size=[16,32]"  # a translator trained smaller than the segmenter
+    run_study(tiny(tmp_path, "oracle=false", small), run, progress=False)
+    # translated at the size the segmenter consumes (32x64), not the translator's training size
+    assert {Image.open(p).size for p in (run / "translated" / "cyclegan").rglob("images/*.png")} == {(64, 32)}
     before = json.loads((run / "stages.json").read_text())
-    cfg = tiny(tmp_path, "oracle=false", "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}}")
+    cfg = tiny(tmp_path, "oracle=false", small,
+               "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}}")
     m = run_study(cfg, run, progress=False)
     after = json.loads((run / "stages.json").read_text())
     redone = {k for k in after if before.get(k) != after[k]}

@@ -109,21 +109,40 @@ def parse_override(text: str) -> dict:
     return node
 
 
+def read_yaml_config(path: str | Path) -> dict:
+    """A YAML config file as a dict. A mapping anywhere in it with ``_base: FILE`` stands for
+    FILE (a path relative to this file) updated with the mapping's other keys, so a study preset
+    reuses the stage presets and states only where it differs."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config {path}: file not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{path}: expected a mapping at the top level")
+
+    def resolve(node):
+        if not isinstance(node, dict):
+            return node
+        out = {k: resolve(v) for k, v in node.items() if k != "_base"}
+        if "_base" in node:
+            base = path.parent / str(node["_base"])
+            if base.resolve() == path.resolve():
+                raise UserError(f"{path}: _base names the file itself")
+            out = merge(read_yaml_config(base), out)
+        return out
+
+    return resolve(loaded)
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = (), base: T | None = None) -> T:
     """Defaults (or ``base``) <- YAML file <- overrides."""
     data = to_dict(base if base is not None else cls())
     where = "config"
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"--config {path}: file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"{path}: expected a mapping at the top level")
-        data, where = merge(data, loaded), str(path)
+        data, where = merge(data, read_yaml_config(path)), str(path)
     for o in overrides:
         data = merge(data, parse_override(o))
     return from_dict(cls, data, where)

@@ -152,7 +152,7 @@ def train_loop(trainer: Any, make_loader: Callable[[int, int], Any], run: str | 
                         log.scalars(step, logged)
                         dt, t_epoch = time.perf_counter() - t_epoch, time.perf_counter()
                         console.print(f"epoch {epoch}/{schedule.total // schedule.per_epoch} step {step} | "
-                                      + " ".join(f"{k} {v:.3f}" for k, v in {**means, **logged}.items()
+                                      + " ".join(f"{k} {v:.4g}" for k, v in {**means, **logged}.items()
                                                  if isinstance(v, float))
                                       + f" | {schedule.per_epoch / dt:.2f} step/s")
                 if epoch_end or step % schedule.checkpoint_every == 0 or step == end:
