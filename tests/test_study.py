@@ -95,7 +95,7 @@ def test_adding_an_arm_runs_only_that_arm(tmp_path):
     from PIL import Image
 
     run = tmp_path / "run"
-    small = "translate.settings.cyclegan.data.size=[16,32]"  # a translator trained smaller than the segmenter
+    small = "translate.settings.cyclegan={data: {size: [16, 32]}, model: {d_layers: 1}}"  # smaller than the segmenter
     run_study(tiny(tmp_path, "oracle=false", small), run, progress=False)
     # translated at the size the segmenter consumes (32x64), not the translator's training size
     assert {Image.open(p).size for p in (run / "translated" / "cyclegan").rglob("images/*.png")} == {(64, 32)}
