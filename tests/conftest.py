@@ -26,3 +26,20 @@ def synth_root(tmp_path_factory) -> Path:
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+def segmenter_resumes_exactly(cfg, tmp_path, stop_at_step: int) -> dict:
+    """Train ``cfg`` once straight through and once killed at ``stop_at_step`` then resumed; assert the
+    two end with bit-identical weights and history, and return the final trainer state."""
+    import torch
+
+    from i2iuda.segmentation.train import train_segmenter
+
+    train_segmenter(cfg, tmp_path / "once", progress=False)
+    train_segmenter(cfg, tmp_path / "twice", stop_at_step=stop_at_step, progress=False)
+    train_segmenter(cfg, tmp_path / "twice", resume=True, progress=False)
+    a = torch.load(tmp_path / "once" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
+    b = torch.load(tmp_path / "twice" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["history"] == b["history"]
+    return a

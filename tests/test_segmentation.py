@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import segmenter_resumes_exactly
 from i2iuda.config import load_config
 from i2iuda.errors import DataError
 from i2iuda.segmentation.evaluate import EvalProtocol, evaluate_prediction_files, run_eval
@@ -117,14 +118,7 @@ def test_perfect_predictions_score_100(synth_root, tmp_path):
 def test_resume_is_exact(synth_root, tmp_path):
     over = TINY + [f"train=synthetic:{synth_root}:source-train", f"val=synthetic:{synth_root}:source-val",
                    "epochs=2", "steps_per_epoch=3", "data.workers=1"]
-    cfg = load_config(SegmentConfig, None, over)
-    train_segmenter(cfg, tmp_path / "once", progress=False)
-    train_segmenter(cfg, tmp_path / "twice", stop_at_step=4, progress=False)
-    train_segmenter(cfg, tmp_path / "twice", resume=True, progress=False)
-    a = torch.load(tmp_path / "once" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
-    b = torch.load(tmp_path / "twice" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert a["history"] == b["history"]
+    segmenter_resumes_exactly(load_config(SegmentConfig, None, over), tmp_path, stop_at_step=4)
 
 
 def test_ddp_two_gloo_processes(synth_root, tmp_path):
