@@ -38,8 +38,8 @@ def segmenter_resumes_exactly(cfg, tmp_path, stop_at_step: int) -> dict:
     train_segmenter(cfg, tmp_path / "once", progress=False)
     train_segmenter(cfg, tmp_path / "twice", stop_at_step=stop_at_step, progress=False)
     train_segmenter(cfg, tmp_path / "twice", resume=True, progress=False)
-    a = torch.load(tmp_path / "once" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
-    b = torch.load(tmp_path / "twice" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
+    a = torch.load(tmp_path / "once" / "checkpoints" / "last.pt", weights_only=True)["trainer"]
+    b = torch.load(tmp_path / "twice" / "checkpoints" / "last.pt", weights_only=True)["trainer"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["history"] == b["history"]
     return a

@@ -115,7 +115,7 @@ def test_translation_moves_colour_statistics_toward_target(toy_domains, tmp_path
 
 
 def _weights(run: Path) -> dict:
-    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=False)["trainer"]
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["trainer"]
     return {**{f"g.{k}": v for k, v in ckpt["gens"].items()}, **{f"d.{k}": v for k, v in ckpt["discs"].items()}}
 
 

@@ -79,5 +79,5 @@ def test_segmenter_with_fda_on_the_fly_resumes_exactly(synth_root, tmp_path):
     # and FDA did change what the segmenter saw: without it the weights differ
     plain = load_config(SegmentConfig, None, over[:-3] + ["epochs=2", "steps_per_epoch=3"])
     train_segmenter(plain, tmp_path / "plain", progress=False)
-    c = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=False)["trainer"]
+    c = torch.load(tmp_path / "plain" / "checkpoints" / "last.pt", weights_only=True)["trainer"]
     assert not all(torch.equal(a["model"][k], c["model"][k]) for k in a["model"])

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from conftest import segmenter_resumes_exactly
+from i2iuda.checkpoint import load_weights
 from i2iuda.config import load_config
 from i2iuda.errors import DataError
 from i2iuda.segmentation.evaluate import EvalProtocol, evaluate_prediction_files, run_eval
@@ -62,8 +63,8 @@ def test_training_beats_chance_and_keeps_the_best(trained):
     hist = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2, 3]
     best = max(hist, key=lambda h: h["mIoU"])
-    ckpt = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
-    assert ckpt["epoch"] == best["epoch"] and ckpt["val"]["mIoU"] == pytest.approx(best["mIoU"])
+    _, meta = load_weights(run / "checkpoints" / "best.safetensors", "segmenter")
+    assert meta["epoch"] == best["epoch"] and meta["val"]["mIoU"] == pytest.approx(best["mIoU"])
     # chance: predicting the most frequent class everywhere gives PA ~ 25%, mIoU ~ 1.3%
     assert best["PA"] > 60 and best["mIoU"] > 15, best
 
@@ -129,7 +130,7 @@ def test_ddp_two_gloo_processes(synth_root, tmp_path):
         from i2iuda.segmentation import train as T
         cfg = load_config(T.SegmentConfig, None, sys.argv[2:])
         T.train_segmenter(cfg, sys.argv[1], progress=False)
-        ckpt = torch.load(f"{sys.argv[1]}/checkpoints/last.pt", weights_only=False)
+        ckpt = torch.load(f"{sys.argv[1]}/checkpoints/last.pt", weights_only=True)
         assert dist.get_world_size() == 2
     """))
     over = TINY + [f"train=synthetic:{synth_root}:source-train", f"val=synthetic:{synth_root}:source-val",
@@ -138,7 +139,7 @@ def test_ddp_two_gloo_processes(synth_root, tmp_path):
                         str(script), str(tmp_path / "run"), *over], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()
+    assert (tmp_path / "run" / "checkpoints" / "best.safetensors").exists()
 
 
 def test_sliding_window_covers_every_pixel_once_averaged():

@@ -21,6 +21,8 @@ segment_app = typer.Typer(no_args_is_help=True, help="Train and evaluate segment
 app.add_typer(segment_app, name="segment")
 translate_app = typer.Typer(no_args_is_help=True, help="Train an unpaired translator (CycleGAN, FDA) and apply it.")
 app.add_typer(translate_app, name="translate")
+checkpoint_app = typer.Typer(no_args_is_help=True, help="Convert checkpoints of older i2iuda runs.")
+app.add_typer(checkpoint_app, name="checkpoint")
 
 _state = {"debug": False}
 
@@ -307,6 +309,36 @@ def report_cmd(
         typer.echo(f"chromium: {loaded}/{total} images loaded; screenshot {html_path.with_suffix('.png')}")
         if loaded != total:
             raise UserError(f"{html_path}: {total - loaded} image(s) did not load")
+
+
+@checkpoint_app.command("convert")
+def checkpoint_convert(
+    run: Path = typer.Argument(..., help="A run folder, or a study folder (every run inside it)."),
+) -> None:
+    """Rewrite an older run's checkpoints in the formats that load without unpickling (last.pt as
+    plain data, best.safetensors, translator.safetensors). This UNPICKLES the old files, which can
+    run code: only for runs you trust. Other commands never unpickle."""
+    import yaml
+
+    from .checkpoint import convert_folder
+    from .runlock import holding
+    from .translation.train import export_weights
+
+    if not run.is_dir():
+        raise UserError(f"{run}: not a folder")
+    folders = sorted({p for p in run.rglob("checkpoints") if p.is_dir()})
+    if not folders:
+        raise UserError(f"{run}: no checkpoints/ folder inside")
+    with holding(run):
+        for ckpts in folders:
+            for line in convert_folder(ckpts):
+                typer.echo(line)
+            saved = ckpts.parent / "config.yaml"
+            cfg = yaml.safe_load(saved.read_text()) if saved.is_file() else {}
+            is_translator = isinstance(cfg, dict) and "source" in cfg and "target" in cfg and "train" not in cfg
+            if is_translator and (ckpts / "last.pt").is_file() and not (ckpts / "translator.safetensors").is_file():
+                typer.echo(f"{export_weights(ckpts.parent)}: written from last.pt")
+    typer.echo(f"{run}: checkpoints load without unpickling now")
 
 
 def main() -> None:

@@ -155,7 +155,10 @@ def save_config(cfg: Any, path: str | Path) -> None:
 def resolve_run_config(cls: type[T], run: Path, config: str | Path | None, overrides: list[str], resume: bool) -> T:
     """The config of a training run: its saved config when resuming (no changes allowed), else
     defaults <- --config <- overrides, refusing to overwrite a run that is already there."""
+    from .runlock import check_free
+
     run = Path(run)
+    check_free(run)  # a live process writing there: say which, before anything else
     saved = run / "config.yaml"
     if resume:
         if not saved.is_file():

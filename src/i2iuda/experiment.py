@@ -41,6 +41,7 @@ from .data.synthetic import SynthConfig, generate
 from .errors import UserError
 from .io import write_json
 from .progress import console
+from .runlock import holding
 from .segmentation.evaluate import EvalProtocol
 from .segmentation.train import SegmentConfig
 from .translation.methods import method
@@ -222,6 +223,11 @@ def stage_dir(run: Path, kind: str, arm: Arm | None) -> Path | None:
 def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, stop_after: str | None = None,
               progress: bool = True) -> dict:
     """Run (or continue) the study in ``run``. Returns the metrics (RUN/metrics.json)."""
+    with holding(run):  # one study per folder; its stages write inside it under the same hold
+        return _run_study(cfg, Path(run), from_stage, stop_after, progress)
+
+
+def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: str | None, progress: bool) -> dict:
     # absolute paths in the saved config, so the report and later stages work from any folder
     run = Path(run).resolve()
     if cfg.data.synthetic_root:

@@ -5,10 +5,13 @@ process killed at any moment leaves either the old file or the new one, never ha
 """
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,8 @@ import cv2
 import numpy as np
 import yaml
 from PIL import Image
+
+from .errors import UserError
 
 
 def _umask() -> int:
@@ -28,17 +33,43 @@ _MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes files p
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place. A write that
+    fails (disk full, no permission) removes its temporary file, leaves any previous ``path``
+    untouched, and raises one line naming the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, _MODE)
+        if _PAUSE_ENV in os.environ:
+            _pause_for_tests(path)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise UserError(f"{path}: cannot write it ({e.strerror or e}); nothing there was changed") from None
         raise
+
+
+_PAUSE_ENV = "I2IUDA_TEST_PAUSE_IN_WRITE"
+_writes: dict[str, int] = {}
+
+
+def _pause_for_tests(path: Path) -> None:
+    """Test hook: with I2IUDA_TEST_PAUSE_IN_WRITE="GLOB:K" the process stops inside its K-th write of
+    a file whose name matches GLOB (data written, not yet renamed into place) and says so on
+    stderr, so that a test can kill -9 it exactly there."""
+    pattern, k = os.environ[_PAUSE_ENV].rsplit(":", 1)
+    if fnmatch.fnmatch(path.name, pattern):
+        _writes[pattern] = n = _writes.get(pattern, 0) + 1
+        if n == int(k):
+            print(f"i2iuda-test: paused in write {n} of {path}", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(60)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

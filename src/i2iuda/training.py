@@ -11,11 +11,14 @@ A trainer is reduced to its step and its state:
     trainer.describe() -> str                 one line printed at the start
     trainer.summary() -> dict                 optional extra fields of summary.json
     trainer.show                              loss names shown on the progress bar
+    trainer.weights_kind, trainer.weights()   optional: what inference loads, written at every
+                                              checkpoint to checkpoints/<weights_kind>.safetensors
 
 The loop owns the rest, once for every trainer: the run folder with its resolved config,
-TensorBoard and ``losses.jsonl``, the progress bar, atomic checkpoints (``last.pt``) at the end of
-every epoch, every ``checkpoint_every`` steps and at the end, exact resume (trainer state, RNG
-states, step, the running epoch's loss sums), DDP barriers, and ``summary.json``.
+TensorBoard and ``losses.jsonl``, the progress bar, atomic checkpoints (``last.pt``, plain data
+loaded with weights_only: see checkpoint.py) at the end of every epoch, every ``checkpoint_every``
+steps and at the end, exact resume (trainer state, RNG states, step, the running epoch's loss
+sums), one writer per run folder (runlock.py), DDP barriers, and ``summary.json``.
 """
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ from typing import Any
 
 import torch
 
+from . import runlock
+from .checkpoint import fits, load_state, save_state, save_weights
 from .config import save_config, to_dict
-from .io import atomic_write_text, save_png, torch_save, write_json
+from .io import atomic_write_text, save_png, write_json
 from .progress import Bar, console
 from .runtime import Runtime, rng_state, set_rng_state
 
@@ -47,6 +52,10 @@ class Trainer:
     """Defaults for the optional parts of a trainer (see the module docstring)."""
 
     show: tuple[str, ...] = ()
+    weights_kind: str | None = None
+
+    def weights(self) -> dict[str, torch.Tensor] | None:
+        return None
 
     def end_of_epoch(self, epoch: int, step: int, mean_losses: dict[str, float]) -> dict:
         return {}
@@ -71,7 +80,7 @@ class LossLog:
 
         self.path = run / "losses.jsonl"
         if self.path.exists():
-            kept = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+            kept = [ln for ln in self.path.read_text().splitlines() if _logged_step(ln) <= step]
             atomic_write_text(self.path, "".join(ln + "\n" for ln in kept))
         self.file = open(self.path, "a")
         self.tb = SummaryWriter(str(run / "tb"), purge_step=step if step else None)
@@ -87,22 +96,38 @@ class LossLog:
         self.tb.close()
 
 
+def _logged_step(line: str) -> float:
+    """The step of a losses.jsonl line; a line cut short by a kill counts as after any checkpoint."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
+
+
 def train_loop(trainer: Any, make_loader: Callable[[int, int], Any], run: str | Path, cfg: Any, rt: Runtime,
                schedule: Schedule, resume: bool = False, stop_at_step: int | None = None,
                progress: bool = True, name: str = "train") -> dict:
     """Train ``trainer`` on the batches of ``make_loader(start_step, end_step)`` in ``run``.
     ``stop_at_step`` ends early after a checkpoint (for tests and time-boxed runs); the run
     resumes later with ``resume=True``. Returns the summary (also RUN/summary.json)."""
-    run = Path(run)
+    with runlock.holding(run):
+        return _loop(trainer, make_loader, Path(run), cfg, rt, schedule, resume, stop_at_step, progress, name)
+
+
+def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule, resume: bool,
+          stop_at_step: int | None, progress: bool, name: str) -> dict:
     ckpt_path = run / "checkpoints" / "last.pt"
     step, elapsed, epoch_sums, epoch_n = 0, 0.0, {}, 0
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=rt.device, weights_only=False)
-        trainer.load_state_dict(ckpt["trainer"])
-        set_rng_state(ckpt["rng"])
-        step, elapsed = ckpt["step"], ckpt["elapsed"]
-        epoch_sums = {k: torch.tensor(v, device=rt.device) for k, v in ckpt["epoch_sums"].items()}
-        epoch_n = ckpt["epoch_n"]
+        ckpt = load_state(ckpt_path, rt.device)
+        try:
+            trainer.load_state_dict(ckpt["trainer"])
+            set_rng_state(ckpt["rng"])
+            step, elapsed = ckpt["step"], ckpt["elapsed"]
+            epoch_sums = {k: torch.tensor(v, device=rt.device) for k, v in ckpt["epoch_sums"].items()}
+            epoch_n = ckpt["epoch_n"]
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise fits(ckpt_path, e) from None
     log = None
     if rt.is_main:
         run.mkdir(parents=True, exist_ok=True)
@@ -113,7 +138,11 @@ def train_loop(trainer: Any, make_loader: Callable[[int, int], Any], run: str | 
 
     def save_checkpoint() -> None:
         if rt.is_main:
-            torch_save({"step": step, "elapsed": elapsed + time.perf_counter() - t0, "config": to_dict(cfg),
+            weights = trainer.weights()
+            if weights is not None:
+                save_weights(ckpt_path.parent / f"{trainer.weights_kind}.safetensors", weights,
+                             trainer.weights_kind, config=to_dict(cfg), step=step)
+            save_state({"step": step, "elapsed": elapsed + time.perf_counter() - t0, "config": to_dict(cfg),
                         "epoch_sums": {k: float(v) for k, v in epoch_sums.items()}, "epoch_n": epoch_n,
                         "rng": rng_state(), "trainer": trainer.state_dict()}, ckpt_path)
         rt.barrier()

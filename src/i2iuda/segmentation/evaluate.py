@@ -187,6 +187,7 @@ def run_eval(run: Path, data: str, out: Path, protocol: EvalProtocol = EvalProto
 
     from ..io import atomic_write_text, write_json
     from ..runtime import init_runtime
+    from ..runlock import holding
     from .models import load_trained
 
     class_subset(protocol.classes)  # a bad subset fails before the model loads
@@ -194,16 +195,17 @@ def run_eval(run: Path, data: str, out: Path, protocol: EvalProtocol = EvalProto
     model, cfg = load_trained(run, rt.device)
     protocol = replace(protocol, size=tuple(protocol.size or cfg["data"]["size"]))
     out = Path(out)
-    r = evaluate(model, data, rt, protocol, batch_size=1, workers=workers,
-                 pred_dir=out / "predictions" if save_predictions else None, picture_dir=out / "pictures",
-                 pictures=pictures, progress=progress)
-    r.update({"run": str(run), "data": data, "input_size": None if protocol.slide else list(protocol.size),
-              "sliding_window": list(protocol.slide) if protocol.slide else None, "flip": protocol.flip,
-              "scales": list(protocol.scales), "classes": protocol.classes, "align_corners": False})
-    write_json(out / "metrics.json", r)
-    r["table"] = format_table(r)
-    atomic_write_text(out / "metrics.txt", r["table"] + "\n")
-    return r
+    with holding(out):
+        r = evaluate(model, data, rt, protocol, batch_size=1, workers=workers,
+                     pred_dir=out / "predictions" if save_predictions else None, picture_dir=out / "pictures",
+                     pictures=pictures, progress=progress)
+        r.update({"run": str(run), "data": data, "input_size": None if protocol.slide else list(protocol.size),
+                  "sliding_window": list(protocol.slide) if protocol.slide else None, "flip": protocol.flip,
+                  "scales": list(protocol.scales), "classes": protocol.classes, "align_corners": False})
+        write_json(out / "metrics.json", r)
+        r["table"] = format_table(r)
+        atomic_write_text(out / "metrics.txt", r["table"] + "\n")
+        return r
 
 
 def evaluate_prediction_files(pred_dir: Path, gt: str, classes: str = "19") -> dict:

@@ -101,13 +101,33 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 
 
 def load_trained(run: str | Path, device: torch.device, which: str = "best") -> tuple[nn.Module, dict]:
-    """The model of a finished (or running) ``segment train`` run in eval mode, and its config dict."""
+    """The model of a finished (or running) ``segment train`` run in eval mode, and its config dict:
+    ``best`` (best on source val, checkpoints/best.safetensors) or ``last`` (the training state)."""
+    from ..checkpoint import fits, load_into, load_state, load_weights
     from ..config import from_dict
 
-    path = Path(run) / "checkpoints" / f"{which}.pt"
-    if not path.is_file():
-        raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda segment train')")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    model = build_model(from_dict(ModelConfig, {**ckpt["config"]["model"], "pretrained": False}))
-    model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt["config"]
+    ckpts = Path(run) / "checkpoints"
+    if which == "best":
+        path = ckpts / "best.safetensors"
+        if not path.is_file():
+            if (ckpts / "best.pt").is_file():
+                raise UserError(f"--run {run}: an older run (checkpoints/best.pt); convert it once with "
+                                f"'i2iuda checkpoint convert {run}' (that unpickles it: only for a run you trust)")
+            raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda segment train')")
+        tensors, meta = load_weights(path, "segmenter")
+        config = meta.get("config") or {}
+    else:
+        path = ckpts / "last.pt"
+        if not path.is_file():
+            raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda segment train')")
+        state = load_state(path)
+        try:
+            tensors, config = state["trainer"]["model"], state["config"]
+        except (KeyError, TypeError) as e:
+            raise fits(path, e) from None
+    try:
+        model = build_model(from_dict(ModelConfig, {**config["model"], "pretrained": False}))
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{path}: its config names no usable segmentation model ({e})") from None
+    load_into(model, tensors, path, f"a {config['model'].get('arch')}-{config['model'].get('backbone')}")
+    return model.to(device).eval(), config

@@ -3,7 +3,7 @@
 metrics; keep the best checkpoint by mIoU. Target labels are never looked at.
 
 RUN/config.yaml, RUN/tb/ and losses.jsonl, RUN/history.json (per-epoch train loss and val
-metrics), RUN/checkpoints/last.pt (exact resume), RUN/checkpoints/best.pt (the best epoch's
+metrics), RUN/checkpoints/last.pt (exact resume), RUN/checkpoints/best.safetensors (the best epoch's
 weights), RUN/summary.json.
 """
 from __future__ import annotations
@@ -21,7 +21,8 @@ from ..data.labels import IGNORE
 from ..data.sampling import Seeded, StreamSampler
 from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
-from ..io import torch_save, write_json
+from ..checkpoint import save_weights
+from ..io import write_json
 from ..progress import console
 from ..runtime import Runtime, init_runtime, unwrap
 from ..training import Schedule, Trainer, train_loop
@@ -76,7 +77,7 @@ def resolve_config(run: Path, config, overrides: list[str], resume: bool) -> Seg
 
 class SegmentTrainer(Trainer):
     """DeepLab with SGD and poly lr: cross-entropy steps, and at the end of each epoch validation
-    on the source val split that keeps the best checkpoint (RUN/checkpoints/best.pt)."""
+    on the source val split that keeps the best checkpoint (RUN/checkpoints/best.safetensors)."""
 
     show = ("CE",)
 
@@ -122,9 +123,9 @@ class SegmentTrainer(Trainer):
         if val["mIoU"] > self.best:
             self.best = val["mIoU"]
             if self.rt.is_main:
-                torch_save({"config": to_dict(self.cfg), "model": unwrap(self.model).state_dict(), "epoch": epoch,
-                            "val": {k: val[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")}},
-                           self.run / "checkpoints" / "best.pt")
+                save_weights(self.run / "checkpoints" / "best.safetensors", unwrap(self.model).state_dict(),
+                             "segmenter", config=to_dict(self.cfg), epoch=epoch, step=step,
+                             val={k: val[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")})
         if self.rt.is_main:
             write_json(self.run / "history.json", self.history)
         return {f"val/{k}": val[k] for k in ("PA", "MPA", "mIoU", "FWIoU")}

@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..io import atomic_write_bytes, encode_png, save_palette_png
 from ..pictures import tensor_rows
 from ..progress import Bar
+from ..runlock import holding
 from .base import Translator
 
 
@@ -74,35 +75,36 @@ def apply_translator(translator: Translator, source: str, out: str | Path, size:
         raise UserError(f"--direction {direction!r}: this method translates {' or '.join(translator.directions)}")
     rt = translator.rt
     out = Path(out)
-    index = build_index(source)
-    todo = [s for s in index.samples if not (out / Path(s.rel).with_suffix(".png")).exists()]
-    labels = 0
-    if index.labelled:
-        for s in index.samples:
-            _copy_label(s.label, out / s.label.relative_to(index.root), size, index.label_format)
-            labels += 1
-    if todo:
-        sub = Index(index.spec, todo, None, root=index.root)
-        batch = batch_size if size is not None else 1  # full-size frames differ in size
-        loader = torch.utils.data.DataLoader(SegmentationDataset(sub, eval_transform(size), with_labels=False),
-                                             batch_size=batch, num_workers=workers, shuffle=False)
-        with ThreadPoolExecutor(max_workers=2) as pool, \
-                Bar(len(todo), "translate", unit="frames", show=progress) as bar:
-            pending = []
-            for item in loader:
-                x = rt.to_device(item["image"])
-                with rt.autocast():
-                    y = translator.translate(x, item["name"], direction)
-                frames = denormalize(y.float())  # clipped to 0..255
-                for name, frame in zip(item["name"], frames):
-                    pending.append(pool.submit(_write_png, out / Path(name).with_suffix(".png"), frame))
-                while len(pending) > 4 * batch:  # bounded: re-raises a failed write promptly
-                    pending.pop(0).result()
-                bar.advance(len(frames))
-            for f in pending:
-                f.result()
-    return {"frames": len(index.samples), "translated": len(todo), "skipped": len(index.samples) - len(todo),
-            "labels": labels, "out": str(out)}
+    with holding(out):  # one writer; sweeps what a killed run left half-written
+        index = build_index(source)
+        todo = [s for s in index.samples if not (out / Path(s.rel).with_suffix(".png")).exists()]
+        labels = 0
+        if index.labelled:
+            for s in index.samples:
+                _copy_label(s.label, out / s.label.relative_to(index.root), size, index.label_format)
+                labels += 1
+        if todo:
+            sub = Index(index.spec, todo, None, root=index.root)
+            batch = batch_size if size is not None else 1  # full-size frames differ in size
+            loader = torch.utils.data.DataLoader(SegmentationDataset(sub, eval_transform(size), with_labels=False),
+                                                 batch_size=batch, num_workers=workers, shuffle=False)
+            with ThreadPoolExecutor(max_workers=2) as pool, \
+                    Bar(len(todo), "translate", unit="frames", show=progress) as bar:
+                pending = []
+                for item in loader:
+                    x = rt.to_device(item["image"])
+                    with rt.autocast():
+                        y = translator.translate(x, item["name"], direction)
+                    frames = denormalize(y.float())  # clipped to 0..255
+                    for name, frame in zip(item["name"], frames):
+                        pending.append(pool.submit(_write_png, out / Path(name).with_suffix(".png"), frame))
+                    while len(pending) > 4 * batch:  # bounded: re-raises a failed write promptly
+                        pending.pop(0).result()
+                    bar.advance(len(frames))
+                for f in pending:
+                    f.result()
+        return {"frames": len(index.samples), "translated": len(todo), "skipped": len(index.samples) - len(todo),
+                "labels": labels, "out": str(out)}
 
 
 def sample_grid(translator: Translator, source: str, target: str, n: int = 4,

@@ -24,6 +24,7 @@ from ..training import Trainer
 
 class Translator(Trainer):
     directions: tuple[str, ...] = ("s2t",)  # s2t: source -> target; t2s where the method has an inverse
+    weights_kind = "translator"  # RUN/checkpoints/translator.safetensors
 
     def translate(self, x: torch.Tensor, names: list[str], direction: str = "s2t") -> torch.Tensor:
         """A batch of frames translated; ``names`` (the frames' relative paths) seed any per-frame
@@ -33,6 +34,13 @@ class Translator(Trainer):
     def samples(self, x_s: torch.Tensor, names_s: list[str], x_t: torch.Tensor) -> tuple[list[torch.Tensor], list[str]]:
         """Columns of a picture of what the method does (source frames, their translations, ...)
         and their captions."""
+        raise NotImplementedError
+
+    # weights() (training.Trainer): the tensors inference needs, written beside last.pt at every
+    # checkpoint; None (the default) for a method with nothing learned.
+
+    def inference_module(self) -> torch.nn.Module:
+        """The module ``weights()`` is the state dict of (loaded strictly by ``load_translator``)."""
         raise NotImplementedError
 
     def describe(self, size: tuple[int, int] | None = None) -> str:

@@ -162,7 +162,8 @@ class ImagePool:
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         self.images = [t.to(device) for t in state["images"]]
-        self.rng.setstate(state["rng"])
+        version, internal, gauss_next = state["rng"]
+        self.rng.setstate((version, tuple(internal), gauss_next))
 
 
 # --- the model and one training step ------------------------------------------------------------
@@ -243,8 +244,6 @@ class CycleGAN(Translator):
 
     def load_state_dict(self, state: dict) -> None:
         unwrap(self.gens).load_state_dict(state["gens"])
-        if self.discs is None:  # inference: the generators are all it needs
-            return
         unwrap(self.discs).load_state_dict(state["discs"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -254,6 +253,12 @@ class CycleGAN(Translator):
         self.pool_t.load_state_dict(state["pool_t"], self.rt.device)
         if self.rt.scaler and state.get("scaler"):
             self.rt.scaler.load_state_dict(state["scaler"])
+
+    def weights(self) -> dict[str, torch.Tensor]:  # inference needs G and F only
+        return unwrap(self.gens).state_dict()
+
+    def inference_module(self) -> nn.Module:
+        return unwrap(self.gens)
 
     def end_of_epoch(self, epoch: int, step: int, mean_losses: dict) -> dict:
         return {"lr": self.scheds[0].get_last_lr()[0]}

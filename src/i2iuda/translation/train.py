@@ -5,7 +5,9 @@ settings (``model:``, typed by the method's Config) are part of the config.
 RUN/config.yaml         the resolved config (method settings included)
 RUN/tb/, losses.jsonl   every loss and the learning rate (TensorBoard, and one JSON line per log)
 RUN/images/*.png        the method's picture of a training step every ``image_every`` steps
-RUN/checkpoints/last.pt the method's state (nets, optimisers, schedulers, pools), RNG states, step
+RUN/checkpoints/last.pt the method's state (nets, optimisers, schedulers, pools), RNG states, step:
+                        plain data for exact resume (checkpoint.py)
+RUN/checkpoints/translator.safetensors   the nets inference needs (what ``translate apply`` loads)
 RUN/summary.json        steps, wall time, speed, last losses, the method's one-line description
 
 A method that trains nothing (FDA) gets a run folder with its config and summary only: there is
@@ -19,12 +21,14 @@ from typing import Any, Literal
 
 import torch
 
+from ..checkpoint import load_into, load_weights
 from ..config import from_dict, resolve_run_config, save_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.sampling import Seeded, StreamSampler
 from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
 from ..io import write_json
+from ..runlock import holding
 from ..runtime import init_runtime
 from ..training import Schedule, train_loop
 from .methods import method
@@ -99,8 +103,9 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
         translator = m.build(cfg, rt, 0, training=False)
         summary = {"steps": 0, "trains": False, "description": translator.describe()}
         if rt.is_main:
-            save_config(cfg, run / "config.yaml")
-            write_json(run / "summary.json", summary)
+            with holding(run):
+                save_config(cfg, run / "config.yaml")
+                write_json(run / "summary.json", summary)
         return summary
     tf = train_transform(AugmentConfig(size=tuple(cfg.data.size), hflip=cfg.data.hflip))
     source = SegmentationDataset(build_index(cfg.source), tf, with_labels=False)
@@ -133,8 +138,36 @@ def load_translator(run: str | Path, device: str = "auto", amp: str = "none"):
     m = method(cfg.method)
     translator = m.build(cfg, rt, 0, training=False)
     if m.TRAINS:
-        path = run / "checkpoints" / "last.pt"
+        path = run / "checkpoints" / "translator.safetensors"
         if not path.is_file():
+            if (run / "checkpoints" / "last.pt").is_file():
+                raise UserError(f"--run {run}: an older run (checkpoints/last.pt, no translator.safetensors); "
+                                f"convert it once with 'i2iuda checkpoint convert {run}' (that unpickles it: "
+                                f"only for a run you trust)")
             raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda translate train')")
-        translator.load_state_dict(torch.load(path, map_location=rt.device, weights_only=False)["trainer"])
+        tensors, meta = load_weights(path, "translator")
+        theirs = (meta.get("config") or {}).get("method")
+        if theirs != cfg.method:
+            raise UserError(f"{path}: holds a {theirs} translator, but {run / 'config.yaml'} says {cfg.method}")
+        load_into(translator.inference_module(), tensors, path, f"the {cfg.method} of {run / 'config.yaml'}")
     return translator.eval(), cfg
+
+
+def export_weights(run: str | Path) -> Path:
+    """Write RUN/checkpoints/translator.safetensors from RUN/checkpoints/last.pt (for runs made
+    before the weights file existed; ``i2iuda checkpoint convert`` calls it)."""
+    from ..checkpoint import fits, load_state, save_weights
+    from ..config import load_config
+
+    run = Path(run)
+    cfg = with_method_defaults(load_config(TranslateConfig, run / "config.yaml"))
+    translator = method(cfg.method).build(cfg, init_runtime("cpu"), 1)
+    path = run / "checkpoints" / "last.pt"
+    state = load_state(path)
+    try:
+        translator.load_state_dict(state["trainer"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as e:
+        raise fits(path, e) from None
+    out = run / "checkpoints" / "translator.safetensors"
+    save_weights(out, translator.weights(), "translator", config=to_dict(cfg), step=state["step"])
+    return out
