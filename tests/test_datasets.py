@@ -109,11 +109,39 @@ def test_gta5_wrong_root_names_the_subfolder(tmp_path):
         build_index(f"gta5:{tmp_path / 'images'}")
 
 
-def test_gta5_rgb_label_is_a_clear_error(tmp_path):
-    root = make_gta5(tmp_path / "g", {"00001.png": np.zeros((8, 8, 3), np.uint8) + 9}, {})
-    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "labels" / "00001.png")
+def test_gta5_rgb_colour_labels_read_through_the_official_table(shared_data, tmp_path):
+    """Some GTA5 copies store labels as RGB colours: they read as the palette-index label they
+    stand for; a colour not in the table becomes ignore and is counted by data check."""
+    ids = np.asarray(Image.open(shared_data / "cityscapes" / "gtFine" / "val" / "frankfurt" /
+                                "frankfurt_000000_000294_gtFine_labelIds.png"))
+    colours = np.zeros((256, 3), np.uint8)
+    for label_id, colour in L.CITYSCAPES_ID_COLOURS.items():
+        colours[label_id] = colour
+    h, w = ids.shape
+    frame = np.zeros((h, w, 3), np.uint8) + 100
+    root = make_gta5(tmp_path / "g", {"00001.png": frame, "00002.png": frame}, {})
+    save_palette_png(root / "labels" / "00001.png", ids, colours)  # the real data set's form
+    rgb = colours[ids].copy()
+    rgb[:3, :5] = (1, 2, 3)  # 15 pixels of a colour the table does not have
+    Image.fromarray(rgb).save(root / "labels" / "00002.png")
     index = build_index(f"gta5:{root}")
-    with pytest.raises(DataError, match="00001.png: label is a RGB image"):
+    _, from_palette = load_pair(index.samples[0], index.label_format)
+    _, from_colours = load_pair(index.samples[1], index.label_format)
+    expected = from_palette.copy()
+    expected[:3, :5] = L.IGNORE
+    assert np.array_equal(from_colours, expected)
+    assert set(np.unique(from_palette)) == {0, 1, 2, 4, 5, 7, 8, 10, 11, 13, 255}  # the README's trainIds
+    report = check_dataset(f"gta5:{root}", workers=0, progress=False)
+    assert report.unknown_colour_pixels == 15
+    assert any("00002.png: 15 pixels of colours not in the official table" in p for p in report.problems)
+    assert "(15 of unknown colours)" in format_report(report)
+
+
+def test_gta5_label_of_another_mode_is_a_clear_error(tmp_path):
+    root = make_gta5(tmp_path / "g", {"00001.png": np.zeros((8, 8, 3), np.uint8) + 9}, {})
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(root / "labels" / "00001.png")  # 16-bit grey
+    index = build_index(f"gta5:{root}")
+    with pytest.raises(DataError, match="00001.png: label is a I"):
         load_pair(index.samples[0], index.label_format)
 
 

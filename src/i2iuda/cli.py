@@ -101,7 +101,7 @@ def data_check(
         write_json(json_out, {"spec": report.spec, "frames": report.frames, "labelled": report.labelled,
                               "image_sizes": {f"{w}x{h}": n for (w, h), n in report.image_sizes.items()},
                               "class_frequency": report.class_frequency, "ignore_fraction": report.ignore_fraction,
-                              "problems": report.problems})
+                              "unknown_colour_pixels": report.unknown_colour_pixels, "problems": report.problems})
 
 
 @translate_app.command("train")

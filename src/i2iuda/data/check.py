@@ -21,6 +21,7 @@ class CheckReport:
     image_sizes: Counter = field(default_factory=Counter)  # (W, H) -> count
     class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     problems: list[str] = field(default_factory=list)
+    unknown_colour_pixels: int = 0  # RGB-coded labels: pixels whose colour is not in the official table
 
     @property
     def class_frequency(self) -> dict[str, float]:
@@ -44,7 +45,7 @@ class _Probe(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         s = self.index.samples[i]
-        out = {"problems": [], "size": None, "hist": np.zeros(256, np.int64)}
+        out = {"problems": [], "size": None, "hist": np.zeros(256, np.int64), "unknown": 0}
         try:
             image = read_image(s.image)
         except DataError as e:
@@ -55,7 +56,12 @@ class _Probe(torch.utils.data.Dataset):
             out["problems"].append(f"{s.image}: blank frame (one colour throughout)")
         if s.label is not None and self.index.label_format:
             try:
-                label = read_label(s.label, self.index.label_format)
+                unknown: list[int] = []
+                label = read_label(s.label, self.index.label_format, unknown)
+                if unknown and unknown[0]:
+                    out["unknown"] = unknown[0]
+                    out["problems"].append(f"{s.label}: {unknown[0]} pixels of colours not in the official "
+                                           f"table (read as ignore)")
                 if label.shape != image.shape[:2]:
                     out["problems"].append(f"{s.label}: label is {label.shape[1]}x{label.shape[0]} but image is "
                                            f"{image.shape[1]}x{image.shape[0]} (resized with nearest)")
@@ -78,6 +84,7 @@ def check_dataset(spec: str, workers: int = 2, progress: bool = True) -> CheckRe
         if item["size"]:
             report.image_sizes[item["size"]] += 1
         report.class_pixels += item["hist"]
+        report.unknown_colour_pixels += item.get("unknown", 0)
     return report
 
 
@@ -87,7 +94,8 @@ def format_report(r: CheckReport) -> str:
     more = len(r.image_sizes) - 4
     lines.append(f"image sizes  {sizes}" + (f" and {more} other sizes" if more > 0 else ""))
     if r.labelled:
-        lines.append(f"ignore       {100 * r.ignore_fraction:.1f}% of pixels")
+        lines.append(f"ignore       {100 * r.ignore_fraction:.1f}% of pixels"
+                     + (f" ({r.unknown_colour_pixels} of unknown colours)" if r.unknown_colour_pixels else ""))
         lines.append("class pixel frequency (% of all pixels):")
         freq = r.class_frequency
         for i in range(0, L.NUM_CLASSES, 4):

@@ -239,8 +239,10 @@ def read_image(path: Path) -> np.ndarray:
         raise DataError(f"{path}: unreadable image ({e})") from None
 
 
-def read_label(path: Path, fmt: str) -> np.ndarray:
-    """-> HxW uint8 trainIds (255 = ignore)."""
+def read_label(path: Path, fmt: str, unknown: list[int] | None = None) -> np.ndarray:
+    """-> HxW uint8 trainIds (255 = ignore). GTA5 labels stored as RGB colours (some
+    redistributed copies) are read through the official colour table; pixels of a colour not in
+    it become ignore, and their number is appended to ``unknown`` (for ``data check``)."""
     if fmt == "synthia":
         # 16-bit PNG that PIL cannot decode; OpenCV returns BGR, the class id is in red.
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
@@ -250,9 +252,14 @@ def read_label(path: Path, fmt: str) -> np.ndarray:
         return L.SYNTHIA_LUT[ids]
     try:
         with Image.open(path) as img:
+            if fmt == "gta5" and img.mode in ("RGB", "RGBA"):
+                train_ids, n = L.colours_to_train_ids(np.asarray(img.convert("RGB")))
+                if unknown is not None:
+                    unknown.append(n)
+                return train_ids
             if img.mode not in ("P", "L"):
                 raise DataError(f"{path}: label is a {img.mode} image; expected labelIds as palette "
-                                f"indices (GTA5) or 8-bit grey (Cityscapes)")
+                                f"indices or RGB colours (GTA5) or 8-bit grey (Cityscapes)")
             ids = np.asarray(img)  # palette *indices* for GTA5, not their colours
     except DataError:
         raise

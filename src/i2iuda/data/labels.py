@@ -33,6 +33,51 @@ CITYSCAPES_ID_TO_TRAINID = {
 }
 TRAINID_TO_CITYSCAPES_ID = {t: i for i, t in CITYSCAPES_ID_TO_TRAINID.items()}
 
+# The official colour of every labelId (cityscapesScripts labels.py), for labels stored as RGB
+# colour-coded PNGs (some redistributed GTA5 copies) instead of palette indices. Two colours are
+# shared: black by the void ids 0-4, and (153,153,153) by pole and polegroup, read as pole (GTA5
+# has no polegroup); (0,0,142) of the license plate (-1) is car's.
+CITYSCAPES_ID_COLOURS = {
+    0: (0, 0, 0), 1: (0, 0, 0), 2: (0, 0, 0), 3: (0, 0, 0), 4: (0, 0, 0), 5: (111, 74, 0), 6: (81, 0, 81),
+    7: (128, 64, 128), 8: (244, 35, 232), 9: (250, 170, 160), 10: (230, 150, 140), 11: (70, 70, 70),
+    12: (102, 102, 156), 13: (190, 153, 153), 14: (180, 165, 180), 15: (150, 100, 100), 16: (150, 120, 90),
+    17: (153, 153, 153), 19: (250, 170, 30), 20: (220, 220, 0), 21: (107, 142, 35), 22: (152, 251, 152),
+    23: (70, 130, 180), 24: (220, 20, 60), 25: (255, 0, 0), 26: (0, 0, 142), 27: (0, 0, 70), 28: (0, 60, 100),
+    29: (0, 0, 90), 30: (0, 0, 110), 31: (0, 80, 100), 32: (0, 0, 230), 33: (119, 11, 32),
+}
+UNKNOWN_COLOUR = 254  # in colour_lut(): a colour not in the table (read as ignore, counted by data check)
+
+
+def _rgb_code(rgb: np.ndarray) -> np.ndarray:
+    rgb = rgb.astype(np.int32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+
+
+_COLOUR_LUT: np.ndarray | None = None
+
+
+def colour_lut() -> np.ndarray:
+    """24-bit colour code -> trainId (16 MB, built once): IGNORE for the void ids' colours,
+    UNKNOWN_COLOUR for colours not in the official table."""
+    global _COLOUR_LUT
+    if _COLOUR_LUT is None:
+        lut = np.full(1 << 24, UNKNOWN_COLOUR, dtype=np.uint8)
+        for label_id, colour in CITYSCAPES_ID_COLOURS.items():
+            lut[_rgb_code(np.array(colour))] = CITYSCAPES_ID_TO_TRAINID.get(label_id, IGNORE)
+        _COLOUR_LUT = lut
+    return _COLOUR_LUT
+
+
+def colours_to_train_ids(rgb: np.ndarray) -> tuple[np.ndarray, int]:
+    """HxWx3 colour-coded label -> (HxW trainIds, number of pixels whose colour is not in the
+    official table; those become IGNORE)."""
+    ids = colour_lut()[_rgb_code(rgb)]
+    unknown = ids == UNKNOWN_COLOUR
+    n = int(unknown.sum())
+    if n:
+        ids[unknown] = IGNORE
+    return ids, n
+
 # SYNTHIA RAND-CITYSCAPES class ids (red channel of GT/LABELS/*.png) -> trainId. Only the
 # 16 classes SYNTHIA shares with Cityscapes are kept; terrain (16), truck (18) and train (20)
 # exist in SYNTHIA's list but are excluded by the standard protocol, like void, parking-slot,
