@@ -34,10 +34,17 @@ def test_overrides_and_errors(tmp_path):
         with_method_defaults(load_config(TranslateConfig, None, ["method=pix2pix"]))
     fda = with_method_defaults(load_config(TranslateConfig, None, ["method=fda"]))
     assert fda.model == {"beta": 0.01}
-    with pytest.raises(UserError, match="config.amp: 'fp8' is not one of none, bf16, fp16"):
+    with pytest.raises(UserError, match="override.amp: 'fp8' is not one of none, bf16, fp16"):
         load_config(TranslateConfig, None, ["amp=fp8"])
-    with pytest.raises(UserError, match="config.epochs: expected int"):
+    with pytest.raises(UserError, match="override.epochs: expected int"):
         load_config(TranslateConfig, None, ["epochs=many"])
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 3\n")
+    with pytest.raises(UserError, match="^override.image_every: expected int, got None"):  # not the file's fault
+        load_config(TranslateConfig, good, ["image_every=null"])
+    good.write_text("epochs: many\n")
+    with pytest.raises(UserError, match="good.yaml.epochs: expected int"):  # the file's own error names it
+        load_config(TranslateConfig, good, ["image_every=5"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [1, 2\n")
     with pytest.raises(UserError, match="bad.yaml: not valid YAML"):

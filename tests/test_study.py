@@ -78,7 +78,7 @@ def test_study_end_to_end(tmp_path):
     if shutil.which("chromium"):  # checked as a person would see it (Debian's chromium)
         assert check_in_browser(run / "report.html") == (len(imgs), len(imgs))
     # the report reads files only: it rebuilds the same page with every checkpoint gone
-    for ckpt in run.rglob("*.pt"):
+    for ckpt in [*run.rglob("*.pt"), *run.rglob("*.safetensors")]:
         ckpt.unlink()
     write_report(run)
     assert (run / "report.html").read_text() == page
@@ -134,3 +134,58 @@ def test_bad_stage_name_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="--from 'nope': expected a stage .*segment:source_only.* or a kind"):
         run_study(StudyConfig(), tmp_path, from_stage="nope", progress=False)
+
+
+def _metrics(**miou):
+    """A study's metrics.json with the given arms' mIoU (the other metrics derived from it)."""
+    base, top = miou["source_only"], miou.get("oracle")
+    return {"schema": "i2iuda.study.metrics/2", "target_val": "t", "classes": "19", "ranking": [],
+            "arms": {a: {"kind": {"source_only": "baseline", "oracle": "oracle"}.get(a, "translation"), "method": None,
+                         "PA": 2 * v, "MPA": v, "mIoU": v, "FWIoU": v, "delta_mIoU": v - base,
+                         "gap_closed": (v - base) / (top - base) if top else None,
+                         "per_class_IoU": {"road": v, "pole": None}} for a, v in miou.items()}}
+
+
+def test_seed_aggregate_is_mean_sample_std_and_paired_differences():
+    from i2iuda.seeds import aggregate, parse_seeds, seeds_table
+
+    agg = aggregate({0: _metrics(source_only=10, cyclegan=20, fda=11, oracle=30),
+                     1: _metrics(source_only=12, cyclegan=19, fda=14, oracle=31),
+                     2: _metrics(source_only=8, cyclegan=24, fda=7, oracle=29)})
+    assert agg["schema"] == "i2iuda.study.aggregate/1" and agg["seeds"] == [0, 1, 2]
+    cg = agg["arms"]["cyclegan"]["mIoU"]
+    assert cg["mean"] == pytest.approx(21.0) and cg["std"] == pytest.approx(2.6457513, rel=1e-6)  # ddof 1
+    assert (cg["min"], cg["max"], cg["values"]) == (19, 24, [20, 19, 24])
+    assert agg["arms"]["oracle"]["mIoU"]["std"] == pytest.approx(1.0)
+    assert agg["arms"]["fda"]["per_class_IoU"]["pole"] is None  # n/a on every seed
+    assert agg["ranking"] == ["cyclegan", "fda", "source_only"]  # by mean, oracle apart
+    pairs = {(p["a"], p["b"]): p for p in agg["paired_mIoU"]}
+    assert set(pairs) == {("cyclegan", "fda"), ("cyclegan", "source_only"), ("fda", "source_only")}
+    fs = pairs[("fda", "source_only")]  # +1, +2, -1: better on 2 of 3 seeds
+    assert fs["values"] == [1, 2, -1] and fs["mean"] == pytest.approx(2 / 3) and fs["a_better"] == 2
+    # paired std is the std of the differences, not a combination of the arms' stds
+    assert fs["std"] == pytest.approx(1.5275252, rel=1e-6)
+    assert "cyclegan - source_only: +11.00" in seeds_table(agg)
+    assert parse_seeds("0-2") == [0, 1, 2] and parse_seeds("3,1") == [3, 1]
+    from i2iuda.errors import UserError
+    for bad in ("a,b", "1,1", ""):
+        with pytest.raises(UserError, match="--seeds"):
+            parse_seeds(bad)
+
+
+def test_two_seed_study_aggregates_and_reports(tmp_path):
+    from i2iuda.seeds import run_seeds
+
+    cfg = tiny(tmp_path, "oracle=false")
+    m = run_seeds(cfg, tmp_path / "seeds", [0, 1], progress=False)
+    per = [json.loads((tmp_path / "seeds" / f"seed_{s}" / "metrics.json").read_text()) for s in (0, 1)]
+    assert [yaml.safe_load((tmp_path / "seeds" / f"seed_{s}" / "config.yaml").read_text())["seed"] for s in (0, 1)] == [0, 1]
+    assert m["arms"]["cyclegan"]["mIoU"]["values"] == [p["arms"]["cyclegan"]["mIoU"] for p in per]
+    assert json.loads((tmp_path / "seeds" / "metrics.json").read_text()) == m
+    page = (tmp_path / "seeds" / "report.html").read_text()
+    assert "Paired differences" in page and 'href="seed_1/report.html"' in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 2
+    # done seeds are skipped: a second call redoes nothing
+    before = (tmp_path / "seeds" / "seed_0" / "stages.json").read_text()
+    run_seeds(cfg, tmp_path / "seeds", [0, 1], progress=False)
+    assert (tmp_path / "seeds" / "seed_0" / "stages.json").read_text() == before

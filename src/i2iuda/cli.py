@@ -63,11 +63,22 @@ def synth(
     seed: int = typer.Option(0, help="Seed: the same seed writes the same frames."),
     workers: int = typer.Option(2, help="Processes that render and write frames."),
     preview: bool = typer.Option(False, "--preview", help="Also write OUT/preview.png: frames with label overlays."),
+    preset: str | None = typer.Option(None, "--preset", help="real-sizes: a few frames at GTA5's 1914x1052 "
+                                                             "(OUT/gta5) and Cityscapes' 2048x1024 (OUT/cityscapes) "
+                                                             "for configs/study_rehearsal_real_sizes.yaml."),
 ) -> None:
     """Write the built-in synthetic two-domain benchmark (source in GTA5's layout, target in Cityscapes')."""
     import time
 
-    from .data.synthetic import SynthConfig, generate, write_preview
+    from .data.synthetic import SynthConfig, generate, generate_real_sizes, write_preview
+
+    if preset is not None:
+        if preset != "real-sizes":
+            raise UserError(f"--preset {preset!r}: the one preset is real-sizes")
+        t0 = time.perf_counter()
+        generate_real_sizes(out, seed=seed, workers=workers)
+        typer.echo(f"wrote {out}/gta5 (1914x1052) and {out}/cityscapes (2048x1024) in {time.perf_counter() - t0:.1f}s")
+        return
 
     h, w = parse_size(size)
     cfg = SynthConfig(height=h, width=w, n_source=n_source, n_target_train=n_target_train,
@@ -273,6 +284,8 @@ def run_cmd(
                                                                  "translate, apply, segment, evaluate, report) "
                                                                  "and all after it."),
     stop_after: str | None = typer.Option(None, "--stop-after", help="Stop after this stage (or kind)."),
+    seeds: str | None = typer.Option(None, "--seeds", help="Run the study once per seed (0,1,2 or 0-4) in "
+                                                            "OUT/seed_S/ and aggregate: mean ± std, paired differences."),
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. seed=1 oracle=false."),
 ) -> None:
     """The whole study: every arm (source-only, one per translator, oracle) trained and evaluated on target val."""
@@ -280,9 +293,18 @@ def run_cmd(
     from .experiment import StudyConfig, results_table, run_study
 
     cfg = load_config(StudyConfig, config or DEFAULT_STUDY, list(overrides or []))
-    metrics = run_study(cfg, out, from_stage, stop_after)
+    if seeds is not None:
+        from .seeds import parse_seeds, run_seeds, seeds_table
+
+        if any(o.split("=")[0].strip() == "seed" for o in overrides or []):
+            raise UserError("--seeds sets the seed of each run: drop the seed= override")
+        metrics = run_seeds(cfg, out, parse_seeds(seeds), from_stage, stop_after)
+        table = seeds_table
+    else:
+        metrics = run_study(cfg, out, from_stage, stop_after)
+        table = results_table
     if metrics:
-        typer.echo(results_table(metrics))
+        typer.echo(table(metrics))
         typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -293,13 +315,16 @@ def report_cmd(
     check: bool = typer.Option(False, "--check", help="Open the page in headless Chromium; check every image loads."),
 ) -> None:
     """Rebuild RUN/report.html and report.md; with several runs, compare them side by side."""
-    from .report import check_in_browser, compare_runs, write_report
+    import json
+
+    from .report import check_in_browser, compare_runs, write_report, write_seeds_report
 
     for r in runs:
         if not (r / "metrics.json").is_file():
             raise UserError(f"{r}: no metrics.json (not a finished study run; run 'i2iuda run --out {r}')")
     if len(runs) == 1:
-        md, html_path = write_report(runs[0])
+        several = json.loads((runs[0] / "metrics.json").read_text()).get("schema", "").startswith("i2iuda.study.aggregate")
+        md, html_path = (write_seeds_report if several else write_report)(runs[0])
         typer.echo(f"wrote {md} and {html_path}")
     else:
         html_path = compare_runs(runs, out)

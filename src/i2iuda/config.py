@@ -143,6 +143,9 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     where = "config"
     if path is not None:
         data, where = merge(data, read_yaml_config(path)), str(path)
+    if overrides:
+        from_dict(cls, data, where)  # the file's own errors name the file, the overrides' say override
+        where = "override"
     for o in overrides:
         data = merge(data, parse_override(o))
     return from_dict(cls, data, where)

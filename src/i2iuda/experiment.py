@@ -206,7 +206,11 @@ class Stages:
         return self.state.get(stage, {}).get("hash") == h
 
     def mark(self, stage: str, h: str, seconds: float) -> None:
-        self.state[stage] = {"hash": h, "seconds": round(seconds, 1)}
+        import resource
+
+        # the study process's memory high-water mark so far (Linux: KiB), data loader workers apart
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        self.state[stage] = {"hash": h, "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
         write_json(self.path, self.state)
 
     def forget(self, names) -> None:
@@ -408,7 +412,8 @@ def manifest(cfg: StudyConfig, run: Path) -> dict:
             "segmenter": f"{seg.model.arch}-{seg.model.backbone}, {seg.epochs} epochs, size {seg.data.size[0]}x"
                          f"{seg.data.size[1]}, selected on (translated) source val mIoU",
             "segment_size": list(seg.data.size), "arms": rows,
-            "stage_seconds": {k: v["seconds"] for k, v in stages.items()}}
+            "stage_seconds": {k: v["seconds"] for k, v in stages.items()},
+            "stage_peak_rss_mb": {k: v.get("peak_rss_mb") for k, v in stages.items()}}
 
 
 def results_table(metrics: dict) -> str:

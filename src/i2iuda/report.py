@@ -76,19 +76,26 @@ def _read_json(path: Path, default=None):
 
 
 def per_class_chart(metrics: dict, path: Path) -> None:
-    arms = metrics["arms"]
-    names = list(next(iter(arms.values()))["per_class_IoU"])
+    class_bars({a: v["per_class_IoU"] for a, v in metrics["arms"].items()}, path)
+
+
+def class_bars(values: dict[str, dict[str, float | None]], path: Path,
+               errors: dict[str, dict[str, float | None]] | None = None) -> None:
+    """Per-class IoU bars of every arm (``values[arm][class]``), with error bars if given."""
+    names = list(next(iter(values.values())))
     x = np.arange(len(names))
-    w = 0.8 / len(arms)
+    w = 0.8 / len(values)
     fig, ax = plt.subplots(figsize=(12, 3.6), dpi=100)
-    col = colours(list(arms))
-    for i, (a, v) in enumerate(arms.items()):
-        vals = [v["per_class_IoU"][c] if v["per_class_IoU"][c] is not None else 0 for c in names]
-        ax.bar(x + (i - (len(arms) - 1) / 2) * w, vals, w, label=nice(a), color=col[a])
+    col = colours(list(values))
+    for i, (a, v) in enumerate(values.items()):
+        vals = [v[c] if v[c] is not None else 0 for c in names]
+        err = [errors[a][c] or 0 for c in names] if errors else None
+        ax.bar(x + (i - (len(values) - 1) / 2) * w, vals, w, yerr=err, label=nice(a), color=col[a],
+               error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
-    ax.legend(ncol=min(len(arms), 5), fontsize=8)
+    ax.legend(ncol=min(len(values), 5), fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -210,12 +217,78 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     if predictions is not None:
         md += ["## Predictions on target val frames", "", "![predictions](figures/predictions.png)", ""]
     if study.get("stage_seconds"):
-        md += ["## Stage times", "", "| stage | seconds |", "|---|---|"]
-        md += [f"| {k} | {v:.1f} |" for k, v in study["stage_seconds"].items()] + [""]
+        rss = study.get("stage_peak_rss_mb") or {}
+        md += ["## Stage times", "", "| stage | seconds | peak memory so far (MB) |", "|---|---|---|"]
+        md += [f"| {k} | {v:.1f} | {rss.get(k) or ''} |" for k, v in study["stage_seconds"].items()] + [""]
     text = "\n".join(md)
     md_path, html_path = run / "report.md", run / "report.html"
     atomic_write_text(md_path, text)
     atomic_write_text(html_path, to_html(text, run, title=f"i2iuda study: {study['name']}"))
+    return md_path, html_path
+
+
+def seeds_chart(metrics: dict, path: Path) -> None:
+    """mIoU per arm over seeds: the mean (bar), the sample std (error bar) and every seed (dots)."""
+    arms = metrics["ranking"] + (["oracle"] if "oracle" in metrics["arms"] else [])
+    col = colours(list(metrics["arms"]))
+    fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 3.4), dpi=100)
+    for i, a in enumerate(arms):
+        m = metrics["arms"][a]["mIoU"]
+        ax.bar(i, m["mean"], 0.6, yerr=m["std"], color=col[a], alpha=0.8, capsize=4)
+        ax.scatter([i + 0.12 * (k - (len(m["values"]) - 1) / 2) for k in range(len(m["values"]))], m["values"],
+                   color="black", s=12, zorder=3)
+    ax.set_xticks(range(len(arms)), [nice(a) for a in arms], rotation=20, ha="right")
+    ax.set_ylabel("target val mIoU (%)")
+    ax.set_title(f"{len(metrics['seeds'])} seeds: mean ± std, dots = seeds")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
+    """RUN/report.{md,html} of a multi-seed study (RUN/metrics.json, schema aggregate/1): the
+    aggregate first, then the paired differences, per-class spread and links to every seed."""
+    run = Path(run).resolve()
+    m = _read_json(run / "metrics.json")
+    figs = run / "figures"
+    figs.mkdir(exist_ok=True)
+    seeds_chart(m, figs / "seeds_miou.png")
+    rows = m["arms"]
+    class_bars({a: {c: (v or {}).get("mean") for c, v in r["per_class_IoU"].items()} for a, r in rows.items()},
+               figs / "per_class_iou.png",
+               {a: {c: (v or {}).get("std") for c, v in r["per_class_IoU"].items()} for a, r in rows.items()})
+    n = len(m["seeds"])
+    ms = lambda s, k=1.0: "" if s is None else f"{k * s['mean']:.2f} ± {k * s['std']:.2f}"
+    md = [f"# i2iuda study over {n} seeds: {run.name}", "",
+          f"Seeds {', '.join(map(str, m['seeds']))}, each a whole study on the same data "
+          f"({', '.join(f'[seed {s}](seed_{s}/report.html)' for s in m['seeds'])}). "
+          f"Mean ± sample standard deviation over seeds; target val `{m['target_val']}`, {m['classes']} classes.", "",
+          "## Results", "", "![mIoU over seeds](figures/seeds_miou.png)", "",
+          "| arm | mIoU | min – max | PA | MPA | FWIoU | mIoU − source-only | gap closed (%) |",
+          "|---|---|---|---|---|---|---|---|"]
+    for name in m["ranking"] + (["oracle"] if "oracle" in rows else []):
+        r = rows[name]
+        md.append(f"| {nice(name)} | {ms(r['mIoU'])} | {r['mIoU']['min']:.2f} – {r['mIoU']['max']:.2f} | "
+                  f"{ms(r['PA'])} | {ms(r['MPA'])} | {ms(r['FWIoU'])} | "
+                  f"{ms(r['delta_mIoU']) if name != 'source_only' else ''} | "
+                  f"{ms(r['gap_closed'], 100) if r['kind'] == 'translation' else ''} |")
+    md += ["", "## Paired differences", "",
+           "Each seed trains every arm, so arms are compared seed by seed: the difference of mIoU on the same "
+           "seed, then its mean and std over seeds. A mean difference within about two of its stds of zero, or "
+           "an arm better on only some seeds, is not a result.", "",
+           "| a − b | mean ± std | min – max | a better on |", "|---|---|---|---|"]
+    md += [f"| {nice(p['a'])} − {nice(p['b'])} | {p['mean']:+.2f} ± {p['std']:.2f} | {p['min']:+.2f} – "
+           f"{p['max']:+.2f} | {p['a_better']}/{p['seeds']} seeds |" for p in m["paired_mIoU"]]
+    names = list(rows)
+    md += ["", "## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",
+           "| class | " + " | ".join(nice(a) for a in names) + " |", "|---|" + "---|" * len(names)]
+    for c in rows[names[0]]["per_class_IoU"]:
+        md.append(f"| {c} | " + " | ".join(ms(rows[a]["per_class_IoU"][c]) or "n/a" for a in names) + " |")
+    text = "\n".join(md) + "\n"
+    md_path, html_path = run / "report.md", run / "report.html"
+    atomic_write_text(md_path, text)
+    atomic_write_text(html_path, to_html(text, run, title=f"i2iuda study over {n} seeds: {run.name}"))
     return md_path, html_path
 
 
@@ -265,10 +338,12 @@ def compare_runs(runs: list[Path], out: Path) -> Path:
         if "arms" not in m:
             raise UserError(f"{r}/metrics.json: schema {m.get('schema')!r} is from an older i2iuda; re-run "
                             f"'i2iuda run --out {r} --from report'")
+        # a multi-seed run (schema aggregate/1) shows mean ± std
+        f = lambda x, k=1: f"{k * x['mean']:.2f} ± {k * x['std']:.2f}" if isinstance(x, dict) else f"{k * x:.2f}"
         for name, v in m["arms"].items():
-            gap = f"{100 * v['gap_closed']:.1f}%" if v["kind"] == "translation" and v["gap_closed"] is not None else ""
-            md.append(f"| {Path(r).name} | {nice(name)} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | "
-                      f"{v['FWIoU']:.2f} | {gap} |")
+            gap = f(v["gap_closed"], 100) + "%" if v["kind"] == "translation" and v["gap_closed"] is not None else ""
+            md.append(f"| {Path(r).name} | {nice(name)} | {f(v['PA'])} | {f(v['MPA'])} | {f(v['mIoU'])} | "
+                      f"{f(v['FWIoU'])} | {gap} |")
     text = "\n".join(md) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "comparison.md", text)

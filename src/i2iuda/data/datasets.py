@@ -58,6 +58,8 @@ class DataSpec:
         text = f"{self.kind}:{self.root}" + (f":{self.split}" if self.split else "")
         if self.limit is not None:
             text += f",limit={self.limit},seed={self.seed}"
+        if self.val_fraction != 0.1:
+            text += f",val_fraction={self.val_fraction:g}"
         return text
 
 

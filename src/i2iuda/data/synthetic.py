@@ -347,22 +347,28 @@ _BANK: dict = {}
 
 def _write_job(job) -> int:
     root, domain, split, start, stop, cfg = job
-    key = (cfg.seed, cfg.height, cfg.width)
-    if key not in _BANK:  # one noise bank per worker process
-        _BANK[key] = NoiseBank(cfg.height, cfg.width, np.random.default_rng([cfg.seed, 99]))
     for i in range(start, stop):
-        img_path, lbl_path = frame_paths(root, domain, split, i)
-        if img_path.exists() and lbl_path.exists():
-            continue  # resume: finished frames are kept
-        img, train_ids = render_frame(domain, i, split, cfg, _BANK[key])
-        ids = L.TRAINID_TO_ID_LUT[train_ids]
-        if domain == "target":
-            ids[train_ids == VOID] = 1  # ego vehicle
-            atomic_write_bytes(lbl_path, encode_png(ids))
-        else:
-            save_palette_png(lbl_path, ids, _cityscapes_id_palette())
-        atomic_write_bytes(img_path, encode_png(img))
+        _write_frame(domain, split, i, cfg, *frame_paths(root, domain, split, i))
     return stop - start
+
+
+def _write_frame(domain: str, split: str, i: int, cfg: SynthConfig, img_path: Path, lbl_path: Path,
+                 trim_label_rows: int = 0) -> None:
+    """Render one frame and write it with its label (target: labelIds; source: GTA5's palette
+    PNG, ``trim_label_rows`` short as some real GTA5 labels are). Finished frames are kept."""
+    if img_path.exists() and lbl_path.exists():
+        return
+    key = (cfg.seed, cfg.height, cfg.width)
+    if key not in _BANK:  # one noise bank per worker process and size
+        _BANK[key] = NoiseBank(cfg.height, cfg.width, np.random.default_rng([cfg.seed, 99]))
+    img, train_ids = render_frame(domain, i, split, cfg, _BANK[key])
+    ids = L.TRAINID_TO_ID_LUT[train_ids]
+    if domain == "target":
+        ids[train_ids == VOID] = 1  # ego vehicle
+        atomic_write_bytes(lbl_path, encode_png(ids))
+    else:
+        save_palette_png(lbl_path, ids[: ids.shape[0] - trim_label_rows], _cityscapes_id_palette())
+    atomic_write_bytes(img_path, encode_png(img))
 
 
 def _cityscapes_id_palette() -> np.ndarray:
@@ -401,6 +407,57 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
                 bar.advance(_write_job(job))
     write_json(manifest, asdict(cfg))
     return out
+
+
+# --- the full-resolution rehearsal -------------------------------------------------------------
+
+GTA5_SIZE, CITYSCAPES_SIZE = (1052, 1914), (1024, 2048)  # (H, W) of the real data sets
+
+
+def generate_real_sizes(out: str | Path, n_source: int = 16, n_target_train: int = 8, n_target_val: int = 4,
+                        seed: int = 0, workers: int = 2, progress: bool = True) -> Path:
+    """``i2iuda synth --preset real-sizes``: a few frames of the benchmark at the real data sets'
+    sizes and layouts, to rehearse the published presets' code paths: OUT/gta5 (1914x1052 frames,
+    palette label PNGs; every fourth label 2 px short, as some real GTA5 labels are) and
+    OUT/cityscapes (2048x1024, labelIds, leftImg8bit/gtFine with city folders, train and val).
+    Read them with ``gta5:OUT/gta5`` and ``cityscapes:OUT/cityscapes``."""
+    import json
+
+    from ..progress import Bar
+
+    out = Path(out)
+    about = {"preset": "real-sizes", "n_source": n_source, "n_target_train": n_target_train,
+             "n_target_val": n_target_val, "seed": seed}
+    if (out / "synth.json").is_file() and json.loads((out / "synth.json").read_text()) == about:
+        return out
+    jobs = [("source", "all", i) for i in range(n_source)] + [("target", "train", i) for i in range(n_target_train)] \
+        + [("target", "val", i) for i in range(n_target_val)]
+    ctx = mp.get_context("fork") if hasattr(__import__("os"), "fork") else mp.get_context()
+    with Bar(len(jobs), "synth (real sizes)", unit="frames", show=progress) as bar:
+        args = [(out, seed, *j) for j in jobs]
+        if workers > 1:
+            with ctx.Pool(workers) as pool:
+                for _ in pool.imap_unordered(_write_real_size, args):
+                    bar.advance(1)
+        else:
+            for a in args:
+                _write_real_size(a)
+                bar.advance(1)
+    write_json(out / "synth.json", about)
+    return out
+
+
+def _write_real_size(job) -> None:
+    out, seed, domain, split, i = job
+    h, w = GTA5_SIZE if domain == "source" else CITYSCAPES_SIZE
+    img_path, lbl_path = frame_paths(out, domain, split, i)
+    if domain == "source":  # GTA5's own layout: OUT/gta5/images, OUT/gta5/labels
+        img_path, lbl_path = out / "gta5" / "images" / img_path.name, out / "gta5" / "labels" / lbl_path.name
+    else:
+        img_path = out / "cityscapes" / img_path.relative_to(out / "target")
+        lbl_path = out / "cityscapes" / lbl_path.relative_to(out / "target")
+    _write_frame(domain, split, i, SynthConfig(height=h, width=w, seed=seed), img_path, lbl_path,
+                 trim_label_rows=2 if domain == "source" and i % 4 == 3 else 0)
 
 
 def write_preview(root: str | Path, n: int = 4) -> Path:

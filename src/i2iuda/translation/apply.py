@@ -62,9 +62,11 @@ def _write_png(path: Path, frame: np.ndarray) -> None:
 
 def translated_spec(source: str, out: str | Path, split: str) -> str:
     """The spec that reads what ``apply_translator`` wrote from ``source`` into ``out``: the
-    output keeps the source's layout (the synthetic benchmark's source side is GTA5-style)."""
-    kind = parse_spec(source).kind
-    return f"{'gta5' if kind == 'synthetic' else kind}:{out}:{split}"
+    output keeps the source's layout (the synthetic benchmark's source side is GTA5-style) and
+    its train/val holdout (the same file names, so the same ``val_fraction``)."""
+    spec = parse_spec(source)
+    holdout = f",val_fraction={spec.val_fraction:g}" if spec.val_fraction != 0.1 else ""
+    return f"{'gta5' if spec.kind == 'synthetic' else spec.kind}:{out}:{split}{holdout}"
 
 
 def apply_translator(translator: Translator, source: str, out: str | Path, size: tuple[int, int] | None,
