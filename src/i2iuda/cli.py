@@ -242,6 +242,7 @@ def segment_eval(
     pictures: int = typer.Option(8, help="Colour-coded predictions and overlays to write."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
     workers: int = typer.Option(2, help="Decoding workers."),
+    batch_size: int = typer.Option(4, help="Frames per forward pass (resized inputs; full-size frames go one by one)."),
 ) -> None:
     """Evaluate a trained model: PA, MPA, mIoU, FWIoU and per-class IoU over the whole set."""
     from .segmentation.evaluate import EvalProtocol, class_subset, run_eval
@@ -252,7 +253,7 @@ def segment_eval(
         raise UserError(f"--scales {scales!r}: expected numbers separated by commas") from None
     class_subset(classes)
     protocol = EvalProtocol(parse_size(size), parse_size(slide, "--slide"), flip, scale_list, classes)
-    r = run_eval(run, data, out, protocol, save_predictions, pictures, device, workers)
+    r = run_eval(run, data, out, protocol, save_predictions, pictures, device, workers, batch_size=batch_size)
     typer.echo(r["table"])
 
 

@@ -39,18 +39,36 @@ class EvalProtocol:
 
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, x: torch.Tensor, out_size: tuple[int, int], flip: bool = False,
-                   scales: tuple[float, ...] = (1.0,)) -> torch.Tensor:
-    """Softmax-averaged class scores at ``out_size`` over scales (and horizontal flips)."""
+                   scales: tuple[float, ...] = (1.0,), softmax: bool = True) -> torch.Tensor:
+    """Softmax-averaged class scores at ``out_size`` over scales (and horizontal flips), in
+    channels_last memory (upsampling and the argmax after it are several times faster so on a
+    CPU). ``softmax=False`` with a single view returns the upsampled logits: the same argmax
+    without a softmax over every full-resolution pixel."""
+    views = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
     total = 0
-    for s in scales:
+    for s, f in views:
         xs = x if s == 1.0 else nnf.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
-        views = [xs, xs.flip(-1)] if flip else [xs]
-        for i, v in enumerate(views):
-            logits = model(v).float()
-            if i == 1:
-                logits = logits.flip(-1)
-            total = total + nnf.interpolate(logits, size=out_size, mode="bilinear", align_corners=False).softmax(1)
+        logits = model(xs.flip(-1) if f else xs).float()
+        if f:
+            logits = logits.flip(-1)
+        up = nnf.interpolate(logits.contiguous(memory_format=torch.channels_last), size=out_size,
+                             mode="bilinear", align_corners=False)
+        total = total + (up.softmax(1) if softmax or len(views) > 1 else up)
     return total
+
+
+def _classes(prob: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W scores -> N x H x W class indices. The argmax runs over channels_last memory:
+    on a CPU that is ~6x faster than over the planar layout (19 strided reads per pixel), with the
+    same result (the first maximum wins either way)."""
+    return prob.contiguous(memory_format=torch.channels_last).argmax(1)
+
+
+def _collate_labels_as_list(items: list[dict]) -> dict:
+    out = {"image": torch.stack([i["image"] for i in items]), "name": [i["name"] for i in items]}
+    if "mask" in items[0]:
+        out["mask"] = [i["mask"] for i in items]
+    return out
 
 
 @torch.no_grad()
@@ -87,9 +105,11 @@ def evaluate(model: torch.nn.Module, data: str | Index, rt: Runtime, protocol: E
         raise UserError(f"{index.spec}: has no labels to evaluate against")
     shard = Index(index.spec, index.samples[rt.rank::rt.world_size], index.label_format, root=index.root)
     ds = SegmentationDataset(shard, eval_transform(size, resize_mask=resize_mask))
-    # full-resolution labels may differ in size between frames (GTA5): one frame per batch then
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size if (resize_mask or size is None) else 1,
+    # frames resized to one input size are batched; their full-resolution labels travel as a list
+    # (GTA5's may differ in size); full-resolution frames (size None, sliding windows) go one by one
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size if size is not None else 1,
                                          num_workers=workers, pin_memory=rt.device.type == "cuda",
+                                         collate_fn=_collate_labels_as_list,
                                          generator=torch.Generator().manual_seed(0))
     was_training = model.training
     model.eval()
@@ -98,22 +118,28 @@ def evaluate(model: torch.nn.Module, data: str | Index, rt: Runtime, protocol: E
     with Bar(len(ds), "evaluate", unit="frames", show=progress) as bar:
         for item in loader:
             x = rt.to_device(item["image"])
-            mask = item["mask"].to(rt.device, non_blocking=True)
+            masks = [m.to(rt.device, non_blocking=True) for m in item["mask"]]
             with rt.autocast():
                 if protocol.slide is not None:
                     prob = nnf.interpolate(predict_sliding(model, x, protocol.slide, protocol.flip),
-                                           size=tuple(mask.shape[-2:]), mode="bilinear", align_corners=False)
-                else:
-                    prob = predict_logits(model, x, tuple(mask.shape[-2:]), protocol.flip, protocol.scales)
-            pred = prob.argmax(1)
-            conf += confusion_matrix(pred, mask, L.NUM_CLASSES)
+                                           size=tuple(masks[0].shape), mode="bilinear", align_corners=False)
+                    preds = [_classes(prob)[0]]
+                elif len({m.shape for m in masks}) == 1:
+                    preds = list(_classes(predict_logits(model, x, tuple(masks[0].shape), protocol.flip,
+                                                         protocol.scales, softmax=False)))
+                else:  # labels of different sizes: each frame's scores upsampled to its own label
+                    preds = [_classes(predict_logits(model, x[k:k + 1], tuple(m.shape), protocol.flip,
+                                                     protocol.scales, softmax=False))[0]
+                             for k, m in enumerate(masks)]
+            for pred, mask in zip(preds, masks):
+                conf += confusion_matrix(pred, mask, L.NUM_CLASSES)
             if pred_dir is not None or shown < pictures:
-                pred_np = pred.to(torch.uint8).cpu().numpy()
                 for k, name in enumerate(item["name"]):
+                    pred_np = preds[k].to(torch.uint8).cpu().numpy()
                     if pred_dir is not None:
-                        save_png(Path(pred_dir) / Path(name).with_suffix(".png"), pred_np[k])
+                        save_png(Path(pred_dir) / Path(name).with_suffix(".png"), pred_np)
                     if picture_dir is not None and shown < pictures:
-                        _save_pictures(Path(picture_dir), name, x[k], pred_np[k], item["mask"][k].numpy())
+                        _save_pictures(Path(picture_dir), name, x[k], pred_np, item["mask"][k].numpy())
                         shown += 1
             bar.advance(len(item["name"]))
     if rt.distributed:
@@ -181,7 +207,8 @@ def format_table(r: dict) -> str:
 
 
 def run_eval(run: Path, data: str, out: Path, protocol: EvalProtocol = EvalProtocol(), save_predictions: bool = False,
-             pictures: int = 8, device: str = "auto", workers: int = 2, progress: bool = True) -> dict:
+             pictures: int = 8, device: str = "auto", workers: int = 2, progress: bool = True,
+             batch_size: int = 4) -> dict:
     """``i2iuda segment eval``: metrics.json, metrics.txt, pictures/ (and predictions/) in ``out``."""
     from dataclasses import replace
 
@@ -196,7 +223,7 @@ def run_eval(run: Path, data: str, out: Path, protocol: EvalProtocol = EvalProto
     protocol = replace(protocol, size=tuple(protocol.size or cfg["data"]["size"]))
     out = Path(out)
     with holding(out):
-        r = evaluate(model, data, rt, protocol, batch_size=1, workers=workers,
+        r = evaluate(model, data, rt, protocol, batch_size=batch_size, workers=workers,
                      pred_dir=out / "predictions" if save_predictions else None, picture_dir=out / "pictures",
                      pictures=pictures, progress=progress)
         r.update({"run": str(run), "data": data, "input_size": None if protocol.slide else list(protocol.size),
