@@ -339,3 +339,26 @@ def test_kill_9_in_apply_and_eval_then_rerun_gives_the_same_files(translator_run
     for name in ("metrics.json", "metrics.txt"):
         assert (tmp_path / "eval_once" / name).read_text() == (tmp_path / "eval_killed" / name).read_text()
     assert no_temporaries(tmp_path / "eval_killed")
+
+
+def test_a_folder_inside_a_held_folder_is_refused_and_the_lock_dies_with_its_process(tmp_path):
+    from i2iuda.errors import UserError
+    from i2iuda.runlock import check_free, holding
+
+    study = tmp_path / "study"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from i2iuda.runlock import holding\n"
+                               f"with holding({str(study)!r}):\n    print('held', flush=True); time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(UserError, match=f"inside {study}.*in use by process {holder.pid} on"):
+            check_free(study / "segment" / "source_only")
+        with pytest.raises(UserError, match=f"in use by process {holder.pid}"):
+            with holding(study):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with holding(study / "segment" / "source_only"):  # free once the holder is gone (SIGKILL)
+        with holding(study / "segment" / "source_only" / "checkpoints"):  # nested in this process: shared
+            pass
