@@ -34,9 +34,16 @@ import torch
 
 from .errors import UserError
 from .io import atomic_write_bytes, torch_save
+from .runtime import numpy_state_as_plain
 
 STATE_FORMAT = "i2iuda.state/1"
 WEIGHTS_FORMAT = "i2iuda.weights/1"
+
+
+def older_run(run: str | Path, found: str) -> UserError:
+    """A run folder from before these formats (``found``: what it has instead)."""
+    return UserError(f"--run {run}: an older run ({found}); convert it once with 'i2iuda checkpoint convert "
+                     f"{run}' (that unpickles it: only for a run you trust)")
 
 
 def _convert_hint(path: Path) -> str:
@@ -148,13 +155,9 @@ def fits(path: Path, e: BaseException) -> UserError:
 
 def _plain_rng(rng: dict) -> dict:
     """An older checkpoint's RNG states (numpy's as a pickled ndarray tuple) as plain data."""
-    import numpy as np
-
     out = dict(rng)
     if isinstance(rng.get("numpy"), tuple):
-        _, keys, pos, has_gauss, gauss = rng["numpy"]
-        out["numpy"] = {"keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
-                        "has_gauss": int(has_gauss), "gauss": float(gauss)}
+        out["numpy"] = numpy_state_as_plain(rng["numpy"])
     if isinstance(rng.get("python"), tuple):
         out["python"] = list(rng["python"])
     return out

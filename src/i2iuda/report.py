@@ -61,6 +61,11 @@ def nice(arm: str) -> str:
     return {"source_only": "source-only", "oracle": "oracle (upper bound)"}.get(arm, arm)
 
 
+def ranked_arms(metrics: dict) -> list[str]:
+    """The arms in display order: ranked by mIoU, then the oracle (an upper bound, not ranked)."""
+    return metrics["ranking"] + (["oracle"] if "oracle" in metrics["arms"] else [])
+
+
 def colours(arms: list[str]) -> dict[str, str]:
     others = iter(ARM_COLOURS * 4)
     return {a: FIXED_COLOURS.get(a) or next(others) for a in arms}
@@ -178,7 +183,7 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
            "on target labels: an upper bound, not a UDA result.", "",
            "| arm | PA | MPA | mIoU | FWIoU | mIoU − source-only | gap closed |", "|---|---|---|---|---|---|---|"]
     pct = lambda v: "" if v is None else f"{100 * v:.1f}%"
-    for name in metrics["ranking"] + (["oracle"] if "oracle" in rows else []):
+    for name in ranked_arms(metrics):
         v = rows[name]
         delta = f"{v['delta_mIoU']:+.2f}" if name != "source_only" else ""
         gap = pct(v["gap_closed"]) if v["kind"] == "translation" else ""
@@ -229,7 +234,7 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
 
 def seeds_chart(metrics: dict, path: Path) -> None:
     """mIoU per arm over seeds: the mean (bar), the sample std (error bar) and every seed (dots)."""
-    arms = metrics["ranking"] + (["oracle"] if "oracle" in metrics["arms"] else [])
+    arms = ranked_arms(metrics)
     col = colours(list(metrics["arms"]))
     fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 3.4), dpi=100)
     for i, a in enumerate(arms):
@@ -267,7 +272,7 @@ def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
           "## Results", "", "![mIoU over seeds](figures/seeds_miou.png)", "",
           "| arm | mIoU | min – max | PA | MPA | FWIoU | mIoU − source-only | gap closed (%) |",
           "|---|---|---|---|---|---|---|---|"]
-    for name in m["ranking"] + (["oracle"] if "oracle" in rows else []):
+    for name in ranked_arms(m):
         r = rows[name]
         md.append(f"| {nice(name)} | {ms(r['mIoU'])} | {r['mIoU']['min']:.2f} – {r['mIoU']['max']:.2f} | "
                   f"{ms(r['PA'])} | {ms(r['MPA'])} | {ms(r['FWIoU'])} | "

@@ -2,9 +2,10 @@
 
 A command that writes a run folder (``i2iuda run``, ``translate train``, ``segment train``,
 ``translate apply --out``, ``segment eval --out``) first takes an exclusive ``flock`` on
-``FOLDER/.i2iuda.lock`` and holds it for as long as it writes there (``holding``). The OS drops the lock when the process dies,
-kill -9 included, so a stale lock cannot block anyone, and a recycled pid cannot fake one. The
-file's text (pid, host, start time, command) only words the refusal a second writer gets.
+``FOLDER/.i2iuda.lock`` and holds it for as long as it writes there (``holding``). The OS drops
+the lock when the process dies, kill -9 included, so a stale lock cannot block anyone, and a
+recycled pid cannot fake one. The file's text (pid, host, start time, command) only words the
+refusal a second writer gets.
 
 Not locked out: the stages one ``i2iuda run`` runs inside its own folder (the process already
 holds an enclosing folder), and the other ranks of a torchrun job (only rank 0 takes the lock).
@@ -53,11 +54,16 @@ def _busy(lock: Path) -> bool:
         os.close(fd)
 
 
+def _held_here(folder: Path) -> bool:
+    """Whether this process already holds ``folder`` or a folder around it."""
+    return any(folder == p or p in folder.parents for p in _held)
+
+
 def check_free(folder: str | Path) -> None:
     """Refuse, with one line naming the holder, if a live process holds ``folder`` or a folder
     around it (and this process does not)."""
     folder = Path(folder).resolve()
-    if any(folder == p or p in folder.parents for p in _held):
+    if _held_here(folder):
         return
     for f in (*reversed(folder.parents), folder):
         if _busy(f / LOCK_NAME):
@@ -71,7 +77,7 @@ def holding(folder: str | Path):
     """Hold ``folder`` for the block: the whole of a command that writes it. Nested blocks on the
     same folder or folders inside it, and ranks other than 0, hold nothing more."""
     folder = Path(folder).resolve()
-    if os.environ.get("RANK", "0") != "0" or any(folder == p or p in folder.parents for p in _held):
+    if os.environ.get("RANK", "0") != "0" or _held_here(folder):
         yield
         return
     check_free(folder)

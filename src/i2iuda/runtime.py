@@ -90,12 +90,16 @@ def init_runtime(device: str = "auto", amp: str = "none", channels_last: bool = 
     return Runtime(dev, rank, world, amp, channels_last, scaler)
 
 
+def numpy_state_as_plain(state: tuple) -> dict:
+    """numpy's legacy RNG state tuple ('MT19937', keys, pos, has_gauss, gauss) as plain data."""
+    _, keys, pos, has_gauss, gauss = state
+    return {"keys": torch.from_numpy(np.asarray(keys).astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "gauss": float(gauss)}
+
+
 def rng_state() -> dict:
     """Every RNG's state as plain data (lists, numbers, tensors): checkpoints load with weights_only."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
-    state = {"python": list(random.getstate()),
-             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+    state = {"python": list(random.getstate()), "numpy": numpy_state_as_plain(np.random.get_state(legacy=True)),
              "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()

@@ -111,7 +111,9 @@ def seeds_table(metrics: dict) -> str:
     n = len(metrics["seeds"])
     rows = [f"{n} seeds {metrics['seeds']}: mean ± std (sample std over seeds)",
             f"{'arm':24s} {'mIoU':>14s} {'min-max':>13s} {'gap closed':>16s}"]
-    for name in metrics["ranking"] + (["oracle"] if "oracle" in metrics["arms"] else []):
+    from .report import ranked_arms
+
+    for name in ranked_arms(metrics):
         r = metrics["arms"][name]
         m, g = r["mIoU"], r["gap_closed"]
         gap = f"{100 * g['mean']:5.1f} ± {100 * g['std']:4.1f}%" if g and r["kind"] == "translation" else ""

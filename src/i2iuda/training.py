@@ -138,11 +138,11 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
 
     def save_checkpoint() -> None:
         if rt.is_main:
-            weights = trainer.weights()
+            config, weights = to_dict(cfg), trainer.weights()
             if weights is not None:
                 save_weights(ckpt_path.parent / f"{trainer.weights_kind}.safetensors", weights,
-                             trainer.weights_kind, config=to_dict(cfg), step=step)
-            save_state({"step": step, "elapsed": elapsed + time.perf_counter() - t0, "config": to_dict(cfg),
+                             trainer.weights_kind, config=config, step=step)
+            save_state({"step": step, "elapsed": elapsed + time.perf_counter() - t0, "config": config,
                         "epoch_sums": {k: float(v) for k, v in epoch_sums.items()}, "epoch_n": epoch_n,
                         "rng": rng_state(), "trainer": trainer.state_dict()}, ckpt_path)
         rt.barrier()

@@ -379,10 +379,23 @@ def _cityscapes_id_palette() -> np.ndarray:
     return pal
 
 
-def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
-    """Write the benchmark to ``out`` (resumable; a finished benchmark is left as it is)."""
+def _run_jobs(fn, jobs: list, total: int, workers: int, name: str, progress: bool) -> None:
+    """Run ``fn(job)`` (-> frames written) over ``jobs`` in ``workers`` processes, with a progress bar."""
     from ..progress import Bar
 
+    ctx = mp.get_context("fork") if hasattr(__import__("os"), "fork") else mp.get_context()
+    with Bar(total, name, unit="frames", show=progress) as bar:
+        if workers > 1:
+            with ctx.Pool(workers) as pool:
+                for n in pool.imap_unordered(fn, jobs):
+                    bar.advance(n)
+        else:
+            for job in jobs:
+                bar.advance(fn(job))
+
+
+def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
+    """Write the benchmark to ``out`` (resumable; a finished benchmark is left as it is)."""
     out = Path(out)
     manifest = out / "synth.json"
     if manifest.exists():
@@ -395,16 +408,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     for domain, split, n in (("source", "all", cfg.n_source), ("target", "train", cfg.n_target_train),
                              ("target", "val", cfg.n_target_val)):
         jobs += [(out, domain, split, a, min(a + chunk, n), cfg) for a in range(0, n, chunk)]
-    total = cfg.n_source + cfg.n_target_train + cfg.n_target_val
-    ctx = mp.get_context("fork") if hasattr(__import__("os"), "fork") else mp.get_context()
-    with Bar(total, "synth", unit="frames", show=progress) as bar:
-        if cfg.workers > 1:
-            with ctx.Pool(cfg.workers) as pool:
-                for n in pool.imap_unordered(_write_job, jobs):
-                    bar.advance(n)
-        else:
-            for job in jobs:
-                bar.advance(_write_job(job))
+    _run_jobs(_write_job, jobs, cfg.n_source + cfg.n_target_train + cfg.n_target_val, cfg.workers, "synth", progress)
     write_json(manifest, asdict(cfg))
     return out
 
@@ -423,31 +427,20 @@ def generate_real_sizes(out: str | Path, n_source: int = 16, n_target_train: int
     Read them with ``gta5:OUT/gta5`` and ``cityscapes:OUT/cityscapes``."""
     import json
 
-    from ..progress import Bar
-
     out = Path(out)
     about = {"preset": "real-sizes", "n_source": n_source, "n_target_train": n_target_train,
              "n_target_val": n_target_val, "seed": seed}
     if (out / "synth.json").is_file() and json.loads((out / "synth.json").read_text()) == about:
         return out
-    jobs = [("source", "all", i) for i in range(n_source)] + [("target", "train", i) for i in range(n_target_train)] \
-        + [("target", "val", i) for i in range(n_target_val)]
-    ctx = mp.get_context("fork") if hasattr(__import__("os"), "fork") else mp.get_context()
-    with Bar(len(jobs), "synth (real sizes)", unit="frames", show=progress) as bar:
-        args = [(out, seed, *j) for j in jobs]
-        if workers > 1:
-            with ctx.Pool(workers) as pool:
-                for _ in pool.imap_unordered(_write_real_size, args):
-                    bar.advance(1)
-        else:
-            for a in args:
-                _write_real_size(a)
-                bar.advance(1)
+    jobs = [(out, seed, "source", "all", i) for i in range(n_source)] \
+        + [(out, seed, "target", "train", i) for i in range(n_target_train)] \
+        + [(out, seed, "target", "val", i) for i in range(n_target_val)]
+    _run_jobs(_write_real_size, jobs, len(jobs), workers, "synth (real sizes)", progress)
     write_json(out / "synth.json", about)
     return out
 
 
-def _write_real_size(job) -> None:
+def _write_real_size(job) -> int:
     out, seed, domain, split, i = job
     h, w = GTA5_SIZE if domain == "source" else CITYSCAPES_SIZE
     img_path, lbl_path = frame_paths(out, domain, split, i)
@@ -458,6 +451,7 @@ def _write_real_size(job) -> None:
         lbl_path = out / "cityscapes" / lbl_path.relative_to(out / "target")
     _write_frame(domain, split, i, SynthConfig(height=h, width=w, seed=seed), img_path, lbl_path,
                  trim_label_rows=2 if domain == "source" and i % 4 == 3 else 0)
+    return 1
 
 
 def write_preview(root: str | Path, n: int = 4) -> Path:

@@ -103,7 +103,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
 def load_trained(run: str | Path, device: torch.device, which: str = "best") -> tuple[nn.Module, dict]:
     """The model of a finished (or running) ``segment train`` run in eval mode, and its config dict:
     ``best`` (best on source val, checkpoints/best.safetensors) or ``last`` (the training state)."""
-    from ..checkpoint import fits, load_into, load_state, load_weights
+    from ..checkpoint import fits, load_into, load_state, load_weights, older_run
     from ..config import from_dict
 
     ckpts = Path(run) / "checkpoints"
@@ -111,8 +111,7 @@ def load_trained(run: str | Path, device: torch.device, which: str = "best") -> 
         path = ckpts / "best.safetensors"
         if not path.is_file():
             if (ckpts / "best.pt").is_file():
-                raise UserError(f"--run {run}: an older run (checkpoints/best.pt); convert it once with "
-                                f"'i2iuda checkpoint convert {run}' (that unpickles it: only for a run you trust)")
+                raise older_run(run, "checkpoints/best.pt")
             raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda segment train')")
         tensors, meta = load_weights(path, "segmenter")
         config = meta.get("config") or {}

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..checkpoint import load_into, load_weights
+from ..checkpoint import load_into, load_weights, older_run
 from ..config import from_dict, resolve_run_config, save_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.sampling import Seeded, StreamSampler
@@ -141,9 +141,7 @@ def load_translator(run: str | Path, device: str = "auto", amp: str = "none"):
         path = run / "checkpoints" / "translator.safetensors"
         if not path.is_file():
             if (run / "checkpoints" / "last.pt").is_file():
-                raise UserError(f"--run {run}: an older run (checkpoints/last.pt, no translator.safetensors); "
-                                f"convert it once with 'i2iuda checkpoint convert {run}' (that unpickles it: "
-                                f"only for a run you trust)")
+                raise older_run(run, "checkpoints/last.pt, no translator.safetensors")
             raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda translate train')")
         tensors, meta = load_weights(path, "translator")
         theirs = (meta.get("config") or {}).get("method")
