@@ -15,7 +15,7 @@ TINY = [
     "data.synthetic.n_target_train=20", "data.synthetic.n_target_val=8", "data.synthetic.workers=1",
     "translate.settings.cyclegan={model: {ngf: 8, ndf: 8, n_blocks: 1}, data: {size: [32, 64], batch_size: 2, "
     "workers: 0}, epochs: 1, steps_per_epoch: 4, image_every: 4, checkpoint_every: 4, device: cpu}",
-    "segment.model.backbone=resnet18", "segment.data.size=[32,64]", "segment.data.crop=[32,64]",
+    "segment.model.backbone=tu-resnet10t", "segment.data.size=[32,64]", "segment.data.crop=[32,64]",
     "segment.data.batch_size=4", "segment.data.workers=0", "segment.device=cpu",
     "segment.epochs=2", "segment.steps_per_epoch=3", "eval.pictures=2", "workers=0",
 ]
@@ -165,6 +165,10 @@ def test_seed_aggregate_is_mean_sample_std_and_paired_differences():
     assert fs["values"] == [1, 2, -1] and fs["mean"] == pytest.approx(2 / 3) and fs["a_better"] == 2
     # paired std is the std of the differences, not a combination of the arms' stds
     assert fs["std"] == pytest.approx(1.5275252, rel=1e-6)
+    # 95% CI of the mean difference: t(0.975, 2) = 4.303 times std / sqrt(3); it holds 0 here
+    assert fs["ci95"] == pytest.approx([2 / 3 - 3.79486, 2 / 3 + 3.79486], abs=1e-4)
+    from i2iuda.seeds import ci95
+    assert ci95([5.0]) is None and ci95([1.0, 3.0]) == pytest.approx([2 - 12.706, 2 + 12.706], abs=1e-3)
     assert "cyclegan - source_only: +11.00" in seeds_table(agg)
     assert parse_seeds("0-2") == [0, 1, 2] and parse_seeds("3,1") == [3, 1]
     from i2iuda.errors import UserError

@@ -25,7 +25,7 @@ from i2iuda.translation.train import TranslateConfig, train_translator
 
 TINY_T = ["model.ngf=8", "model.ndf=8", "model.n_blocks=1", "data.size=[32,64]", "data.batch_size=2",
           "data.workers=0", "device=cpu", "log_every=1", "model.pool_size=3"]
-TINY_S = ["model.backbone=resnet18", "data.size=[32,64]", "data.crop=[32,64]",
+TINY_S = ["model.backbone=tu-resnet10t", "optimizer=adamw", "lr=0.004", "data.size=[32,64]", "data.crop=[32,64]",
           "data.batch_size=4", "data.workers=0", "device=cpu", "log_every=1"]
 CLI = [sys.executable, "-c", "from i2iuda.cli import main; main()"]
 PAUSE = "I2IUDA_TEST_PAUSE_IN_WRITE"

@@ -59,7 +59,7 @@ def synth(
     n_source: int = typer.Option(2000, help="Source frames (GTA5 layout; 10% of them are its val holdout)."),
     n_target_train: int = typer.Option(2000, help="Target train frames (Cityscapes layout)."),
     n_target_val: int = typer.Option(500, help="Target val frames (Cityscapes layout, labelled)."),
-    size: str = typer.Option("128x256", help="Frame size HxW."),
+    size: str = typer.Option("64x128", help="Frame size HxW (the CPU preset's: frames are drawn at the size the nets consume)."),
     seed: int = typer.Option(0, help="Seed: the same seed writes the same frames."),
     workers: int = typer.Option(2, help="Processes that render and write frames."),
     preview: bool = typer.Option(False, "--preview", help="Also write OUT/preview.png: frames with label overlays."),
@@ -101,17 +101,27 @@ def data_check(
     spec: str = typer.Argument(..., help="Data set as KIND:PATH[:SPLIT][,limit=N,seed=S], e.g. cityscapes:/data/cityscapes:val."),
     workers: int = typer.Option(2, help="Decoding workers."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON."),
+    input_height: int | None = typer.Option(None, "--input-height", help="Height the network sees the frames at "
+                                            "(default: their own), for object thickness in output-stride cells."),
+    stride: int = typer.Option(16, "--stride", help="The network's output stride, for the same."),
 ) -> None:
-    """Summarise a data set: frame count, image sizes, class pixel frequencies, and problems found."""
+    """Summarise a data set: frame count, image sizes, per class its pixel share and how thin its
+    thinnest objects are (px and output-stride cells), and problems found."""
     from .data.check import check_dataset, format_report
+    from .data.labels import CLASS_NAMES
     from .io import write_json
 
+    if stride < 1 or (input_height is not None and input_height < 1):
+        raise UserError("--stride and --input-height must be positive")
     report = check_dataset(spec, workers=workers)
-    typer.echo(format_report(report))
+    typer.echo(format_report(report, input_height, stride))
     if json_out:
         write_json(json_out, {"spec": report.spec, "frames": report.frames, "labelled": report.labelled,
                               "image_sizes": {f"{w}x{h}": n for (w, h), n in report.image_sizes.items()},
                               "class_frequency": report.class_frequency, "ignore_fraction": report.ignore_fraction,
+                              "objects": {n: len(report.thickness.get(c, ())) for c, n in enumerate(CLASS_NAMES)},
+                              "thickness_median_px": report.thinnest(0.5),
+                              "thickness_10pct_px": report.thinnest(0.1),
                               "unknown_colour_pixels": report.unknown_colour_pixels, "problems": report.problems})
 
 

@@ -280,10 +280,12 @@ def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
                   f"{ms(r['gap_closed'], 100) if r['kind'] == 'translation' else ''} |")
     md += ["", "## Paired differences", "",
            "Each seed trains every arm, so arms are compared seed by seed: the difference of mIoU on the same "
-           "seed, then its mean and std over seeds. A mean difference within about two of its stds of zero, or "
-           "an arm better on only some seeds, is not a result.", "",
-           "| a − b | mean ± std | min – max | a better on |", "|---|---|---|---|"]
-    md += [f"| {nice(p['a'])} − {nice(p['b'])} | {p['mean']:+.2f} ± {p['std']:.2f} | {p['min']:+.2f} – "
+           "seed, then its mean and std over seeds, and the 95% confidence interval of the mean difference "
+           "(Student's t). A difference whose interval holds 0, or an arm better on only some seeds, is not a "
+           "result.", "",
+           "| a − b | mean ± std | 95% CI | min – max | a better on |", "|---|---|---|---|---|"]
+    ci = lambda p: f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if p.get("ci95") else "–"
+    md += [f"| {nice(p['a'])} − {nice(p['b'])} | {p['mean']:+.2f} ± {p['std']:.2f} | {ci(p)} | {p['min']:+.2f} – "
            f"{p['max']:+.2f} | {p['a_better']}/{p['seeds']} seeds |" for p in m["paired_mIoU"]]
     names = list(rows)
     md += ["", "## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",

@@ -13,7 +13,10 @@ data, and writes the aggregate:
         arms.ARM.per_class_IoU.CLASS   the same summary per class (None where a class is n/a)
         paired_mIoU                    for every pair of arms (not the oracle), the *paired*
                                        difference a - b over seeds: {a, b, mean, std, min, max,
-                                       values, a_better, seeds}; a is the arm with the higher mean
+                                       values, a_better, seeds, ci95}; a is the arm with the higher
+                                       mean; ci95 = [lo, hi], the 95% confidence interval of the
+                                       mean difference (Student's t, seeds - 1 degrees of freedom;
+                                       null for one seed): an interval that holds 0 is not a result
         ranking                        arms (not the oracle) by mean mIoU
     RUN/report.{md,html}               the aggregate first, per-seed spread as error bars and dots
 
@@ -53,6 +56,20 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+# Student's t quantile t(0.975, df) for df = 1..10; beyond, 1.96 + 2.4 / df is within 0.03 of it
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def ci95(diffs: list[float]) -> list[float] | None:
+    """95% confidence interval of the mean of paired differences (Student's t), None for one."""
+    d = np.asarray(diffs, dtype=float)
+    if d.size < 2:
+        return None
+    df = d.size - 1
+    half = (T975[df - 1] if df <= len(T975) else 1.96 + 2.4 / df) * d.std(ddof=1) / np.sqrt(d.size)
+    return [float(d.mean() - half), float(d.mean() + half)]
+
+
 def summary(values: list) -> dict | None:
     """{mean, std (ddof 1; 0 for one value), min, max, values} of the values that are not None."""
     v = np.array([x for x in values if x is not None], dtype=float)
@@ -80,7 +97,8 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
     for i, a in enumerate(ranking):
         for b in ranking[i + 1:]:
             d = [per_seed[s]["arms"][a]["mIoU"] - per_seed[s]["arms"][b]["mIoU"] for s in seeds]
-            paired.append({"a": a, "b": b, **summary(d), "a_better": sum(x > 0 for x in d), "seeds": len(d)})
+            paired.append({"a": a, "b": b, **summary(d), "a_better": sum(x > 0 for x in d), "seeds": len(d),
+                           "ci95": ci95(d)})
     first = per_seed[seeds[0]]
     return {"schema": AGGREGATE_SCHEMA, "seeds": seeds, "runs": {str(s): f"seed_{s}" for s in seeds},
             "target_val": first["target_val"], "classes": first["classes"],
@@ -120,5 +138,6 @@ def seeds_table(metrics: dict) -> str:
         rows.append(f"{name:24s} {m['mean']:6.2f} ± {m['std']:5.2f} {m['min']:6.2f}-{m['max']:<6.2f} {gap:>16s}")
     rows.append("paired mIoU differences (a - b over the same seeds):")
     for p in metrics["paired_mIoU"]:
-        rows.append(f"  {p['a']} - {p['b']}: {p['mean']:+.2f} ± {p['std']:.2f} (a better on {p['a_better']}/{p['seeds']})")
+        ci = f", 95% CI [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if p.get("ci95") else ""
+        rows.append(f"  {p['a']} - {p['b']}: {p['mean']:+.2f} ± {p['std']:.2f}{ci} (a better on {p['a_better']}/{p['seeds']})")
     return "\n".join(rows)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
 
@@ -22,6 +23,21 @@ class CheckReport:
     class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(256, np.int64))
     problems: list[str] = field(default_factory=list)
     unknown_colour_pixels: int = 0  # RGB-coded labels: pixels whose colour is not in the official table
+    thickness: dict = field(default_factory=dict)  # trainId -> [(thickness px, pixels)] of its objects
+
+    def thinnest(self, quantile: float = 0.1) -> dict[str, float | None]:
+        """Per class, the object thickness (px) under which ``quantile`` of its pixels lie: weighted
+        by pixels, so that the slivers occlusion leaves of every class do not decide it."""
+        out = {}
+        for c, name in enumerate(L.CLASS_NAMES):
+            if not self.thickness.get(c):
+                out[name] = None
+                continue
+            t, n = np.array(self.thickness[c]).T
+            order = np.argsort(t)
+            cum = np.cumsum(n[order]) / n.sum()
+            out[name] = float(t[order][np.searchsorted(cum, quantile)])
+        return out
 
     @property
     def class_frequency(self) -> dict[str, float]:
@@ -32,6 +48,20 @@ class CheckReport:
     @property
     def ignore_fraction(self) -> float:
         return float(self.class_pixels[L.IGNORE]) / max(int(self.class_pixels.sum()), 1)
+
+
+def object_thickness(label: np.ndarray) -> list[tuple[int, float, int]]:
+    """(trainId, thickness in px, pixels) of every object of a label map: its 8-connected
+    components per class, each's thickness = its pixel count / the longer side of its bounding box
+    (the width of a pole, ~0.8x the diameter of a disc)."""
+    out = []
+    for c in np.unique(label):
+        if c >= L.NUM_CLASSES:
+            continue
+        n, _, stats, _ = cv2.connectedComponentsWithStats((label == c).astype(np.uint8), connectivity=8)
+        area, longest = stats[1:, cv2.CC_STAT_AREA], np.maximum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
+        out += [(int(c), float(t), int(a)) for t, a in zip(area / longest, area)]
+    return out
 
 
 class _Probe(torch.utils.data.Dataset):
@@ -45,7 +75,7 @@ class _Probe(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         s = self.index.samples[i]
-        out = {"problems": [], "size": None, "hist": np.zeros(256, np.int64), "unknown": 0}
+        out = {"problems": [], "size": None, "hist": np.zeros(256, np.int64), "unknown": 0, "thickness": []}
         try:
             image = read_image(s.image)
         except DataError as e:
@@ -65,7 +95,9 @@ class _Probe(torch.utils.data.Dataset):
                 if label.shape != image.shape[:2]:
                     out["problems"].append(f"{s.label}: label is {label.shape[1]}x{label.shape[0]} but image is "
                                            f"{image.shape[1]}x{image.shape[0]} (resized with nearest)")
-                out["hist"] = np.bincount(fit_label(label, image.shape[:2]).ravel(), minlength=256)
+                label = fit_label(label, image.shape[:2])
+                out["hist"] = np.bincount(label.ravel(), minlength=256)
+                out["thickness"] = object_thickness(label)
             except DataError as e:
                 out["problems"].append(str(e))
         return out
@@ -85,10 +117,14 @@ def check_dataset(spec: str, workers: int = 2, progress: bool = True) -> CheckRe
             report.image_sizes[item["size"]] += 1
         report.class_pixels += item["hist"]
         report.unknown_colour_pixels += item.get("unknown", 0)
+        for c, t, a in item["thickness"]:
+            report.thickness.setdefault(c, []).append((t, a))
     return report
 
 
-def format_report(r: CheckReport) -> str:
+def format_report(r: CheckReport, input_height: int | None = None, stride: int = 16) -> str:
+    """The summary ``data check`` prints. Object thickness is also given in cells of a network's
+    output stride ``stride`` at input height ``input_height`` (default: the frames' own)."""
     lines = [f"data set     {r.spec}", f"frames       {r.frames} ({'labelled' if r.labelled else 'unlabelled'})"]
     sizes = ", ".join(f"{w}x{h} ({n})" for (w, h), n in r.image_sizes.most_common(4))
     more = len(r.image_sizes) - 4
@@ -96,11 +132,16 @@ def format_report(r: CheckReport) -> str:
     if r.labelled:
         lines.append(f"ignore       {100 * r.ignore_fraction:.1f}% of pixels"
                      + (f" ({r.unknown_colour_pixels} of unknown colours)" if r.unknown_colour_pixels else ""))
-        lines.append("class pixel frequency (% of all pixels):")
-        freq = r.class_frequency
-        for i in range(0, L.NUM_CLASSES, 4):
-            chunk = list(freq.items())[i:i + 4]
-            lines.append("  " + "  ".join(f"{name:>13s} {100 * v:5.2f}" for name, v in chunk))
+        native_h = r.image_sizes.most_common(1)[0][0][1] if r.image_sizes else 1
+        scale = (input_height or native_h) / native_h / stride
+        lines.append(f"object thickness (its pixels / the longer side of its box; the thickness under which "
+                     f"50% and 10% of the class's pixels lie) in px and in cells of output stride {stride} "
+                     f"at {input_height or native_h} px high:")
+        lines.append(f"{'class':>15s} {'pixels %':>9s} {'objects':>8s} {'50% under':>13s} {'10% under':>13s}")
+        median, thin = r.thinnest(0.5), r.thinnest(0.1)
+        for c, (name, share) in enumerate(r.class_frequency.items()):
+            cells = [f"{t:5.1f} {t * scale:5.2f}c" if t else f"{'-':>12s}" for t in (median[name], thin[name])]
+            lines.append(f"{name:>15s} {100 * share:9.2f} {len(r.thickness.get(c, ())):8d}  " + "  ".join(cells))
     lines.append(f"problems     {len(r.problems) or 'none'}")
     for p in r.problems[:20]:
         lines.append(f"  - {p}")

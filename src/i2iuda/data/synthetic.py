@@ -40,15 +40,15 @@ SOURCE_COLORS = {
     WALL: (0.75, 0.62, 0.45), FENCE: (0.60, 0.45, 0.30), POLE: (0.30, 0.30, 0.32),
     LIGHT: (0.15, 0.15, 0.15), SIGN: (0.10, 0.35, 0.85), VEG: (0.15, 0.70, 0.15),
     TERRAIN: (0.55, 0.80, 0.25), SKY: (0.30, 0.60, 1.00), PERSON: (0.85, 0.20, 0.20),
-    RIDER: (0.95, 0.55, 0.10), BIKE: (0.10, 0.10, 0.10), MOTO: (0.20, 0.20, 0.25),
+    RIDER: (0.95, 0.55, 0.10), BIKE: (0.10, 0.10, 0.10), MOTO: (0.55, 0.10, 0.45),
     TRUCK: (0.90, 0.85, 0.20), BUS: (0.95, 0.45, 0.10), CAR: (0.20, 0.30, 0.85),
 }
 TARGET_COLORS = {
     ROAD: (0.33, 0.34, 0.33), SIDEWALK: (0.50, 0.48, 0.46), BUILDING: (0.52, 0.44, 0.36),
-    WALL: (0.58, 0.56, 0.50), FENCE: (0.45, 0.44, 0.40), POLE: (0.45, 0.46, 0.48),
+    WALL: (0.58, 0.56, 0.50), FENCE: (0.36, 0.40, 0.30), POLE: (0.45, 0.46, 0.48),
     LIGHT: (0.20, 0.22, 0.20), SIGN: (0.75, 0.72, 0.60), VEG: (0.22, 0.32, 0.14),
     TERRAIN: (0.48, 0.50, 0.30), SKY: (0.80, 0.83, 0.86), PERSON: (0.30, 0.25, 0.28),
-    RIDER: (0.35, 0.30, 0.25), BIKE: (0.25, 0.25, 0.25), MOTO: (0.30, 0.28, 0.30),
+    RIDER: (0.35, 0.30, 0.25), BIKE: (0.15, 0.22, 0.38), MOTO: (0.40, 0.22, 0.22),
     TRUCK: (0.70, 0.70, 0.68), BUS: (0.60, 0.62, 0.55), CAR: (0.45, 0.45, 0.48),
 }
 # How much per-instance colour variation each domain has (cars vary a lot in both).
@@ -58,8 +58,8 @@ TEXTURE = {ROAD: 0.18, SIDEWALK: 0.22, BUILDING: 0.20, WALL: 0.25, FENCE: 0.3, V
 
 @dataclass
 class SynthConfig:
-    height: int = 128
-    width: int = 256
+    height: int = 64
+    width: int = 128
     n_source: int = 2000  # GTA5 layout; its train/val holdout is by file-name hash (10% val)
     n_target_train: int = 2000
     n_target_val: int = 500
@@ -75,14 +75,15 @@ class LayoutStyle:
     cars: float  # mean number of cars
     people: float
     large_vehicle: float  # probability of a bus or truck
+    riders: float  # mean number of riders (on a bicycle or a motorcycle)
     trees: float
     hood: float  # probability of an ego-vehicle hood (void) at the bottom
 
 
 SOURCE_LAYOUT = LayoutStyle(horizon=(0.36, 0.48), road_half=(0.32, 0.55), cars=2.5, people=2.0,
-                            large_vehicle=0.35, trees=3.0, hood=0.0)
+                            large_vehicle=0.45, riders=1.2, trees=3.0, hood=0.0)
 TARGET_LAYOUT = LayoutStyle(horizon=(0.40, 0.52), road_half=(0.26, 0.48), cars=3.5, people=2.5,
-                            large_vehicle=0.25, trees=2.0, hood=0.8)
+                            large_vehicle=0.35, riders=1.0, trees=2.0, hood=0.8)
 
 
 class Canvas:
@@ -135,6 +136,10 @@ class Canvas:
 def _scene(cv: Canvas, layout: LayoutStyle, shading: bool) -> None:
     """Draw one street scene (labels + flat albedo) on the canvas."""
     rng, H, W = cv.rng, cv.h, cv.w
+    # The thinnest parts (poles, lamp housings, wheels, riders) are at least 2t px thick: 1/32 of
+    # the frame height, 2 px at the CPU preset's 64x128. Thinner than that, a network at output
+    # stride 16 cannot learn them from a few hundred steps, and they would score 0 for every model.
+    t = H / 64
     h = rng.uniform(*layout.horizon) * H
     vx = rng.uniform(0.3, 0.7) * W
     road = rng.uniform(*layout.road_half) * W
@@ -188,26 +193,33 @@ def _scene(cv: Canvas, layout: LayoutStyle, shading: bool) -> None:
                     & (np.sin(colx[None, :] * 0.9) > 0.3)
                 cv.albedo[win] *= 0.55
         # a wall or fence along the sidewalk's outer edge
-        if rng.random() < 0.5:
+        if rng.random() < 0.8:
             cls = WALL if rng.random() < 0.5 else FENCE
             edge = road + side
             sc2 = (sign * (colx - vx)) / edge
-            a, b = sorted(rng.uniform(0.1, 1.5, 2))
-            height = rng.uniform(0.08, 0.2) * (H - h)
+            a = rng.uniform(0.1, 0.5)
+            b = a + rng.uniform(0.3, 0.8)
+            height = rng.uniform(0.2, 0.45) * (H - h)
             m = (sc2 >= a) & (sc2 < b)
             face = m[None, :] & (yy >= (h + sc2 * (H - h) - height * sc2)[None, :]) & (yy < (h + sc2 * (H - h))[None, :])
-            if cls == FENCE:  # see-through slats
-                face &= (np.sin(colx * 2.0)[None, :] > -0.3) | (np.abs(yy - (h + sc2 * (H - h) - height * sc2 * 0.8)[None, :]) < 1)
-            cv.paint(face, cls)
+            if cls == FENCE:  # a see-through fence: labelled whole (as Cityscapes labels fences),
+                # posts and a rail in the fence's colour, what is behind showing through between them
+                behind = cv.albedo[face].copy()
+                cv.paint(face, cls)
+                rail = np.abs(yy - (h + sc2 * (H - h) - height * sc2 * 0.8)[None, :]) < t
+                mesh = face & ~((np.sin(colx / (1.5 * t))[None, :] > 0.3) | rail)
+                cv.albedo[mesh] = 0.5 * cv.albedo[mesh] + 0.5 * behind[mesh[face]]
+            else:
+                cv.paint(face, cls)
 
     # Objects, sorted far to near so that near ones occlude far ones.
     objects = []
     for _ in range(rng.poisson(layout.trees)):
         sign = rng.choice([-1, 1])
         objects.append(("tree", rng.uniform(0.15, 1.0), sign * (road + side + rng.uniform(0.02, 0.15) * W)))
-    for _ in range(rng.integers(1, 5)):
+    for _ in range(rng.integers(2, 6)):
         sign = rng.choice([-1, 1])
-        objects.append(("pole", rng.uniform(0.1, 1.0), sign * (road + side * rng.uniform(0.6, 0.95))))
+        objects.append(("pole", rng.uniform(0.2, 1.0), sign * (road + side * rng.uniform(0.6, 0.95))))
     for _ in range(rng.poisson(layout.cars)):
         objects.append(("car", rng.uniform(0.08, 1.0), rng.uniform(-0.8, 0.8) * road))
     if rng.random() < layout.large_vehicle:
@@ -215,8 +227,8 @@ def _scene(cv: Canvas, layout: LayoutStyle, shading: bool) -> None:
     for _ in range(rng.poisson(layout.people)):
         sign = rng.choice([-1, 1])
         objects.append(("person", rng.uniform(0.1, 1.0), sign * (road + side * rng.uniform(0.15, 0.85))))
-    if rng.random() < 0.35:
-        objects.append(("rider", rng.uniform(0.15, 0.9), rng.choice([-1, 1]) * road * rng.uniform(0.75, 0.95)))
+    for _ in range(rng.poisson(layout.riders)):
+        objects.append(("rider", rng.uniform(0.35, 1.0), rng.choice([-1, 1]) * road * rng.uniform(0.6, 0.95)))
     objects.sort(key=lambda o: o[1])
     for kind, sc, lat in objects:
         y = h + sc * (H - h)
@@ -227,15 +239,17 @@ def _scene(cv: Canvas, layout: LayoutStyle, shading: bool) -> None:
             cv.ellipse(VEG, y - 1.3 * k, x, 0.5 * k, 0.4 * k)
         elif kind == "pole":
             top = y - rng.uniform(1.2, 2.0) * k
-            cv.rect(POLE, top, y, x - max(0.03 * k, 0.5), x + max(0.03 * k, 0.5))
+            cv.rect(POLE, top, y, x - max(0.03 * k, t), x + max(0.03 * k, t))
             r = rng.random()
-            if r < 0.5:
-                cv.ellipse(SIGN, top + 0.1 * k, x, 0.12 * k, 0.12 * k) if rng.random() < 0.5 else \
-                    cv.rect(SIGN, top, top + 0.22 * k, x - 0.12 * k, x + 0.12 * k)
-            elif r < 0.8:
-                cv.rect(LIGHT, top, top + 0.35 * k, x - 0.07 * k, x + 0.07 * k)
+            if r < 0.45:
+                rs = max(0.15 * k, 2 * t)
+                cv.ellipse(SIGN, top + rs, x, rs, rs) if rng.random() < 0.5 else \
+                    cv.rect(SIGN, top, top + 1.8 * rs, x - rs, x + rs)
+            elif r < 0.9:
+                hw, hh = max(0.07 * k, 1.25 * t), max(0.35 * k, 5 * t)
+                cv.rect(LIGHT, top, top + hh, x - hw, x + hw)
                 lamp = np.array([(0.9, 0.1, 0.1), (0.9, 0.7, 0.1), (0.1, 0.9, 0.3)][rng.integers(3)], np.float32)
-                cv.ellipse(LIGHT, top + 0.1 * k, x, 0.04 * k, 0.04 * k, color=lamp)
+                cv.ellipse(LIGHT, top + hh * 0.3, x, hw * 0.6, hw * 0.6, color=lamp)
         elif kind == "car":
             w, hh = rng.uniform(0.55, 0.75) * k, rng.uniform(0.35, 0.45) * k
             body = cv.color(CAR, vary=3.0)
@@ -255,15 +269,32 @@ def _scene(cv: Canvas, layout: LayoutStyle, shading: bool) -> None:
         elif kind == "person":
             ph = rng.uniform(0.75, 0.95) * k
             clothes = cv.color(PERSON, vary=2.0)
-            cv.rect(PERSON, y - ph * 0.5, y, x - 0.06 * k, x + 0.06 * k, color=clothes * 0.6)  # legs
-            cv.ellipse(PERSON, y - ph * 0.62, x, ph * 0.2, 0.11 * k, color=clothes)  # torso
+            cv.rect(PERSON, y - ph * 0.5, y, x - max(0.06 * k, t), x + max(0.06 * k, t), color=clothes * 0.6)  # legs
+            cv.ellipse(PERSON, y - ph * 0.62, x, ph * 0.2, max(0.11 * k, 1.5 * t), color=clothes)  # torso
             cv.ellipse(PERSON, y - ph * 0.9, x, ph * 0.08, 0.06 * k, color=np.array((0.85, 0.65, 0.5), np.float32))
         elif kind == "rider":
-            cls = BIKE if rng.random() < 0.6 else MOTO
+            behind, behind_albedo = cv.label.copy(), cv.albedo.copy()
+            # a bicycle: two thin wheels (rings) and a thin frame; a motorcycle: solid wheels and a
+            # body block between them (its own colour), so that the two differ in shape, not only hue
+            moto = rng.random() < 0.4
+            cls = MOTO if moto else BIKE
+            r = max(0.15 * k, 2.5 * t)
+            color = cv.color(cls)
             for dx in (-0.28, 0.28):
-                cv.ellipse(cls, y - 0.15 * k, x + dx * k, 0.15 * k, 0.15 * k)
-            cv.rect(cls, y - 0.3 * k, y - 0.2 * k, x - 0.28 * k, x + 0.28 * k)
-            cv.ellipse(RIDER, y - 0.6 * k, x, 0.25 * k, 0.1 * k)
+                cv.ellipse(cls, y - r, x + dx * k, r, r, color=color)
+                if not moto:  # the wheel's inside shows what is behind it: a ring
+                    box = cv.window(y - r, x + dx * k, r, r)
+                    if box is not None and r > 3 * t:
+                        (y0, y1, x0, x1), yy_, xx_ = box
+                        hole = ((yy_ - (y - r)) ** 2 + (xx_ - (x + dx * k)) ** 2 < (r - 2 * t) ** 2) \
+                            & (cv.label[y0:y1, x0:x1] == cls)
+                        cv.label[y0:y1, x0:x1][hole] = behind[y0:y1, x0:x1][hole]
+                        cv.albedo[y0:y1, x0:x1][hole] = behind_albedo[y0:y1, x0:x1][hole]
+            if moto:
+                cv.rect(cls, y - 2.2 * r, y - 0.6 * r, x - 0.3 * k, x + 0.3 * k, color=color * 0.8)
+            else:
+                cv.rect(cls, y - 1.3 * r - t, y - 1.3 * r + t, x - 0.28 * k, x + 0.28 * k, color=color)
+            cv.ellipse(RIDER, y - 0.6 * k, x, 0.25 * k, max(0.1 * k, 1.5 * t))
             cv.ellipse(RIDER, y - 0.9 * k, x, 0.07 * k, 0.06 * k, color=np.array((0.85, 0.65, 0.5), np.float32))
     if rng.random() < layout.hood:  # the ego vehicle's hood: void, as in Cityscapes
         top = H - rng.uniform(0.06, 0.12) * H
@@ -322,7 +353,7 @@ def render_frame(domain: str, index: int, split: str, cfg: SynthConfig, bank: No
         img = img * (exposure * grad * shadow * vignette)[..., None]
         cast = np.array([1.04, 1.0, 0.92], np.float32) * rng.uniform(0.9, 1.1, 3).astype(np.float32)
         img = img * cast
-        img = cv2.GaussianBlur(img, (0, 0), sigmaX=rng.uniform(0.5, 1.1))
+        img = cv2.GaussianBlur(img, (0, 0), sigmaX=rng.uniform(0.5, 1.1) * max(H / 128, 0.5))
         img = img + rng.normal(0, rng.uniform(0.01, 0.03), img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), cv.label
 
