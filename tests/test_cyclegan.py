@@ -19,6 +19,8 @@ from i2iuda.translation.cyclegan import (CycleGANConfig, Discriminator, Generato
                                          train_step)
 from i2iuda.translation.train import TranslateConfig, load_translator, train_translator
 
+from conftest import color_mean
+
 TINY = ["model.ngf=8", "model.ndf=8", "model.n_blocks=1", "data.size=[32,64]", "data.batch_size=2",
         "data.workers=0", "device=cpu", "log_every=2", "image_every=4", "checkpoint_every=4"]
 
@@ -67,6 +69,21 @@ def test_one_step_changes_all_four_nets_and_losses_are_finite():
     assert len(m.pool_t.images) == 2  # the history pool filled
 
 
+def test_batched_generator_passes_compute_the_paper_outputs():
+    """With the identity loss G(s) and G(t) share one pass (F likewise): per-image instance norm
+    makes that the same as running each image alone."""
+    from i2iuda.translation.cyclegan import Generators
+
+    torch.manual_seed(0)
+    gens = Generators(CycleGANConfig(ngf=8, n_blocks=2, identity=True))
+    s, t = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    out = gens(s, t)
+    G, F = gens.G, gens.F
+    expected = {"fake_t": G(s), "idt_t": G(t), "fake_s": F(t), "idt_s": F(s), "rec_s": F(G(s)), "rec_t": G(F(t))}
+    for k, v in expected.items():
+        assert torch.allclose(out[k], v, atol=1e-5), k
+
+
 def test_lr_schedule():
     assert lr_factor(0, 100, 0.5, "linear") == 1 and lr_factor(49, 100, 0.5, "linear") == 1
     assert lr_factor(75, 100, 0.5, "linear") == pytest.approx(0.5)
@@ -75,29 +92,10 @@ def test_lr_schedule():
     assert lr_factor(60, 100, 0.5, "cosine") > lr_factor(60, 100, 0.5, "linear")
 
 
-@pytest.fixture(scope="module")
-def toy_domains(tmp_path_factory, synth_root):
-    """Source = synthetic source frames; target = the same kind of frames with a strong colour
-    shift (red and blue swapped, darker): a gap a translator must learn."""
-    root = tmp_path_factory.mktemp("toy")
-    src = build_index(f"synthetic:{synth_root}:source")
-    (root / "target").mkdir()
-    for s in src.samples:
-        img = np.asarray(Image.open(s.image).convert("RGB")).astype(np.float32)
-        Image.fromarray((img[..., ::-1] * 0.6).astype(np.uint8)).save(root / "target" / s.image.name)
-    return f"synthetic:{synth_root}:source", f"folder:{root / 'target'}"
-
-
-def color_mean(spec_or_array):
-    if isinstance(spec_or_array, str):
-        idx = build_index(spec_or_array)
-        return np.mean([np.asarray(Image.open(s.image).convert("RGB")).reshape(-1, 3).mean(0) for s in idx.samples], 0)
-    return spec_or_array.reshape(-1, 3).mean(0)
-
-
-def test_translation_moves_colour_statistics_toward_target(toy_domains, tmp_path):
+@pytest.mark.parametrize("name", ["cyclegan", "cut"])
+def test_translation_moves_colour_statistics_toward_target(toy_domains, tmp_path, name):
     source, target = toy_domains
-    cfg = load_config(TranslateConfig, None, TINY + [f"source={source}", f"target={target}", "epochs=1",
+    cfg = load_config(TranslateConfig, None, TINY + [f"method={name}", f"source={source}", f"target={target}", "epochs=1",
                                                      "steps_per_epoch=300", "model.ngf=16", "model.n_blocks=2",
                                                      "data.batch_size=4", "checkpoint_every=300", "image_every=300",
                                                      "log_every=50"])
@@ -164,32 +162,34 @@ def test_apply_writes_each_frame_once_and_skips_finished(synth_root, tmp_path):
     assert pic.dtype == np.uint8 and pic.shape[0] > 3 * 32 and pic.shape[1] > 6 * 64
 
 
-def test_ddp_two_gloo_processes(synth_root, tmp_path):
+@pytest.mark.parametrize("name", ["cyclegan", "cut"])
+def test_ddp_two_gloo_processes(synth_root, tmp_path, name):
     script = tmp_path / "ddp_train.py"
     script.write_text(textwrap.dedent("""
         import sys, torch, torch.distributed as dist
         from i2iuda.config import load_config
-        from i2iuda.translation import cyclegan, train as T
+        from i2iuda.translation import train as T
+        from i2iuda.translation.methods import method
 
         cfg = load_config(T.TranslateConfig, None, sys.argv[2:])
-        built = {}
-        orig = cyclegan.build
+        module, built = method(cfg.method), {}
+        orig = module.build
         def spy(*a, **k):
             built["m"] = orig(*a, **k)
             return built["m"]
-        cyclegan.build = spy
+        module.build = spy
         T.train_translator(cfg, sys.argv[1], progress=False)
-        flat = torch.cat([p.detach().flatten() for p in built["m"].gens.parameters()])
+        flat = torch.cat([p.detach().flatten() for p in built["m"].inference_module().parameters()])
         torch.save(flat, f"{sys.argv[1]}/rank{dist.get_rank()}.pt")
         assert dist.get_world_size() == 2
     """))
-    over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
-                   "epochs=1", "steps_per_epoch=3"]
+    over = TINY + [f"method={name}", f"source=synthetic:{synth_root}:source-train",
+                   f"target=synthetic:{synth_root}:target-train", "epochs=1", "steps_per_epoch=3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(script), str(tmp_path / "run"), *over], capture_output=True, text=True, env=env,
                        timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     w0, w1 = torch.load(tmp_path / "run" / "rank0.pt"), torch.load(tmp_path / "run" / "rank1.pt")
-    assert torch.equal(w0, w1)  # gradients were all-reduced: both ranks hold the same generators
+    assert torch.equal(w0, w1)  # gradients were all-reduced: both ranks hold the same generator(s)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()

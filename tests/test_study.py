@@ -36,8 +36,11 @@ def test_arms_as_data(tmp_path):
     listed = [x.name for x in arms(tiny(tmp_path, "translate.methods=[cyclegan, fda]", "oracle=false"))]
     assert listed == ["source_only", "cyclegan", "fda"]
     from i2iuda.errors import UserError
-    with pytest.raises(UserError, match="method 'cut': expected one of"):
-        arms(tiny(tmp_path, "translate.methods=[cut]"))
+    with pytest.raises(UserError, match="method 'cyclegun': expected one of"):
+        arms(tiny(tmp_path, "translate.methods=[cyclegun]"))
+    fast = {x.name: x for x in arms(tiny(tmp_path, "translate.methods={cut: {}, fastcut: {method: cut, mode: fastcut}}"))}
+    assert fast["cut"].translate.model["lambda_nce"] == 1.0 and fast["cut"].translate.model["nce_idt"] is True
+    assert fast["fastcut"].translate.model["lambda_nce"] == 10.0 and fast["fastcut"].translate.model["flip_equivariance"]
     with pytest.raises(UserError, match="translate.methods.oracle: arm names"):
         arms(tiny(tmp_path, "translate.methods=[oracle]"))
 
@@ -100,13 +103,18 @@ def test_adding_an_arm_runs_only_that_arm(tmp_path):
     # translated at the size the segmenter consumes (32x64), not the translator's training size
     assert {Image.open(p).size for p in (run / "translated" / "cyclegan").rglob("images/*.png")} == {(64, 32)}
     before = json.loads((run / "stages.json").read_text())
-    cfg = tiny(tmp_path, "oracle=false", small,
-               "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}}")
+    cut = ("translate.settings.cut={model: {ngf: 8, ndf: 8, n_blocks: 1, d_layers: 1}, data: {size: [32, 64], "
+           "batch_size: 2, workers: 0}, epochs: 1, steps_per_epoch: 3, checkpoint_every: 3, device: cpu}")
+    cfg = tiny(tmp_path, "oracle=false", small, cut,
+               "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}, fastcut: {method: cut, mode: fastcut}}")
     m = run_study(cfg, run, progress=False)
     after = json.loads((run / "stages.json").read_text())
     redone = {k for k in after if before.get(k) != after[k]}
-    assert redone == {"translate:fda_b005", "apply:fda_b005", "segment:fda_b005", "evaluate:fda_b005", "report"}
-    assert list(m["arms"]) == ["source_only", "cyclegan", "fda_b005"] and m["arms"]["cyclegan"]["gap_closed"] is None
+    assert redone == {f"{k}:{a}" for k in ("translate", "apply", "segment", "evaluate") for a in ("fda_b005", "fastcut")} | {"report"}
+    assert list(m["arms"]) == ["source_only", "cyclegan", "fda_b005", "fastcut"]
+    assert m["arms"]["cyclegan"]["gap_closed"] is None
+    assert (run / "translate" / "fastcut" / "checkpoints" / "translator.safetensors").is_file()
+    assert "FastCUT ngf=8" in (run / "report.md").read_text()
     # FDA trains nothing (no checkpoint), translates only source val offline, and its segmenter
     # trained on raw source with FDA on the fly, selected on the FDA-translated source val
     assert not (run / "translate" / "fda_b005" / "checkpoints").exists()

@@ -19,7 +19,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Inspect data sets.")
 app.add_typer(data_app, name="data")
 segment_app = typer.Typer(no_args_is_help=True, help="Train and evaluate segmentation models (DeepLab).")
 app.add_typer(segment_app, name="segment")
-translate_app = typer.Typer(no_args_is_help=True, help="Train an unpaired translator (CycleGAN, FDA) and apply it.")
+translate_app = typer.Typer(no_args_is_help=True, help="Train an unpaired translator (CycleGAN, CUT, FDA), apply it, score it.")
 app.add_typer(translate_app, name="translate")
 checkpoint_app = typer.Typer(no_args_is_help=True, help="Convert checkpoints of older i2iuda runs.")
 app.add_typer(checkpoint_app, name="checkpoint")
@@ -130,7 +130,8 @@ def translate_train(
     out: Path = typer.Option(..., "--out", help="Run folder (config, logs, grids, checkpoints)."),
     source: str | None = typer.Option(None, help="Source data spec, e.g. gta5:/data/GTA5:train."),
     target: str | None = typer.Option(None, help="Target data spec, e.g. cityscapes:/data/cityscapes:train."),
-    method: str | None = typer.Option(None, help="cyclegan (default) or fda (trains nothing: writes the run folder)."),
+    method: str | None = typer.Option(None, help="cyclegan (default), cut (CUT; model.mode=fastcut for FastCUT) "
+                                                  "or fda (trains nothing: writes the run folder)."),
     config: Path | None = typer.Option(None, "--config", help="YAML config (see configs/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. model.ngf=32 epochs=10."),
@@ -218,6 +219,26 @@ def translate_samples(
     size_hw = parse_size(size) or tuple(cfg.data.size)
     save_png(out, sample_grid(translator, source or cfg.source, target or cfg.target, n, size_hw))
     typer.echo(f"wrote {out}")
+
+
+@translate_app.command("score")
+def translate_score(
+    images: str = typer.Option(..., "--images", help="Spec of the frames to score, e.g. gta5:runs/x/translated/cyclegan:val."),
+    target: str = typer.Option(..., "--target", help="Spec of the target frames they should look like."),
+    n: int = typer.Option(500, help="Frames per side: a fixed seeded subset (compare FIDs only at equal N)."),
+    cache: Path | None = typer.Option(None, help="Folder to cache Inception features in (e.g. the target's)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the scores here."),
+) -> None:
+    """KID (x 1000) and FID of frames against a target set, with the standard FID Inception
+    network (installed by 'make fid-weights')."""
+    from .fid import score
+    from .io import write_json
+
+    r = score(images, target, n, cache)
+    std = f" ± {r['KID_std']:.2f}" if r["KID_std"] is not None else ""
+    typer.echo(f"KID x1000 {r['KID']:.2f}{std}   FID {r['FID']:.2f}   (N = {r['N_fake']} vs {r['N_real']})")
+    if json_out:
+        write_json(json_out, r)
 
 
 @segment_app.command("train")

@@ -45,12 +45,13 @@ class Runtime:
         (bf16 has fp32's exponent range and needs no scaling)."""
         (self.scaler.scale(loss) if self.scaler else loss).backward()
 
-    def step(self, *optimizers: torch.optim.Optimizer) -> None:
+    def step(self, *optimizers: torch.optim.Optimizer, last: bool = True) -> None:
         """optimizer.step() for each; under fp16 the scaler unscales, skips a step whose gradients
-        overflowed, and adapts its scale once per training step (call this once per step)."""
+        overflowed, and adapts its scale once per training step: at the call with ``last`` (a
+        method that steps one optimiser before the next backward passes ``last=False`` first)."""
         for opt in optimizers:
             self.scaler.step(opt) if self.scaler else opt.step()
-        if self.scaler:
+        if self.scaler and last:
             self.scaler.update()
 
     def to_device(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,9 +4,9 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import UserError
-from . import cyclegan, fda
+from . import cut, cyclegan, fda
 
-METHODS: dict[str, ModuleType] = {"cyclegan": cyclegan, "fda": fda}
+METHODS: dict[str, ModuleType] = {"cyclegan": cyclegan, "cut": cut, "fda": fda}
 
 
 def method(name: str) -> ModuleType:
