@@ -76,25 +76,17 @@ def cyclegan_step(cfg_path: str, size: tuple[int, int] | None):
 
 
 def segmenter_step(cfg_path: str):
-    import torch.nn.functional as nnf
-
+    """One step of the preset's own trainer (its optimiser, schedule and loss) on random frames."""
     from i2iuda.config import load_config
-    from i2iuda.segmentation.models import build_model
-    from i2iuda.segmentation.train import SegmentConfig
+    from i2iuda.runtime import init_runtime
+    from i2iuda.segmentation.train import SegmentConfig, SegmentTrainer
 
     cfg = load_config(SegmentConfig, cfg_path, [])
-    model = build_model(cfg.model).train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    trainer = SegmentTrainer(cfg, init_runtime("cpu"), 10_000, None, Path("."))
     h, w = cfg.data.crop or cfg.data.size
-    x, y = torch.randn(cfg.data.batch_size, 3, h, w), torch.randint(0, 19, (cfg.data.batch_size, h, w))
-
-    def step():
-        loss = nnf.cross_entropy(model(x), y, ignore_index=255)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step, cfg
+    b = cfg.data.batch_size
+    batch = {"image": torch.randn(b, 3, h, w), "mask": torch.randint(0, 19, (b, h, w))}
+    return (lambda: trainer.step(batch)), cfg
 
 
 def data_time(spec: str, size, batch: int, n: int, train: bool = True, **aug) -> float:
@@ -133,7 +125,7 @@ def main() -> None:
         out["data_seconds_per_batch"] = {
             "translator": data_time(f"synthetic:{a.data}:source-train", tcfg.data.size, 2 * tcfg.data.batch_size, 20),
             "segmenter": data_time(f"synthetic:{a.data}:source-train", scfg.data.size, scfg.data.batch_size, 10,
-                                   scale=tuple(scfg.data.scale), crop=tuple(scfg.data.crop), hflip=0.5, blur=0.5)}
+                                   scale=tuple(scfg.data.scale), crop=tuple(scfg.data.crop), hflip=scfg.data.hflip, blur=scfg.data.blur)}
     if a.study:
         study = json.loads((Path(a.study) / "study.json").read_text())
         out["study_stage_seconds"] = study["stage_seconds"]
