@@ -10,7 +10,7 @@ from i2iuda.segmentation.train import SegmentConfig
 from i2iuda.translation.train import TranslateConfig, with_method_defaults
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-KIND = {"cyclegan": TranslateConfig, "segment": SegmentConfig, "study": StudyConfig}
+KIND = {"cyclegan": TranslateConfig, "cut": TranslateConfig, "segment": SegmentConfig, "study": StudyConfig}
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
@@ -20,7 +20,7 @@ def test_every_preset_loads(path):
         with_method_defaults(cfg)
     if isinstance(cfg, StudyConfig):  # every arm resolves, with its method's settings checked
         assert [a.name for a in arms(cfg)][0] == "source_only"
-        for m in ("cyclegan", "fda"):
+        for m in ("cyclegan", "cut", "fda"):
             with_method_defaults(arms(load_config(StudyConfig, path, [f"translate.methods=[{m}]"]))[1].translate)
 
 
@@ -30,7 +30,7 @@ def test_overrides_and_errors(tmp_path):
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
     with pytest.raises(UserError, match=r"model: unknown key\(s\) ngff"):  # checked by the method's Config
         with_method_defaults(load_config(TranslateConfig, None, ["model.ngff=3"]))
-    with pytest.raises(UserError, match="method 'pix2pix': expected one of cyclegan, fda"):
+    with pytest.raises(UserError, match="method 'pix2pix': expected one of cyclegan, cut, fda"):
         with_method_defaults(load_config(TranslateConfig, None, ["method=pix2pix"]))
     fda = with_method_defaults(load_config(TranslateConfig, None, ["method=fda"]))
     assert fda.model == {"beta": 0.01}
