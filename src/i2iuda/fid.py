@@ -95,18 +95,12 @@ def frame_subset(spec: str, n: int, seed: int = 0) -> list[Path]:
     return [paths[i] for i in order[:n]]
 
 
-def _read(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
-
-
 def features(net: FIDInception, paths: list[Path], cache: Path | None = None, batch_size: int = 25) -> torch.Tensor:
     """(N, 2048) features of the frames; cached in ``cache`` (a folder) under a key of the files'
     paths, sizes and modification times, so a set is embedded once per run folder."""
     from safetensors.torch import load_file, save
 
+    from .data.datasets import read_image
     from .io import atomic_write_bytes
 
     key = hashlib.sha256("\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths).encode())
@@ -115,7 +109,7 @@ def features(net: FIDInception, paths: list[Path], cache: Path | None = None, ba
         return load_file(file)["features"]
     out = []
     for i in range(0, len(paths), batch_size):
-        frames = np.stack([_read(p) for p in paths[i:i + batch_size]])
+        frames = np.stack([read_image(p) for p in paths[i:i + batch_size]])
         out.append(net(torch.from_numpy(frames).permute(0, 3, 1, 2)))
     feats = torch.cat(out)
     if file is not None:

@@ -62,3 +62,14 @@ def lr_factor(step: int, total: int, decay_start: float, policy: str) -> float:
         return 1.0
     u = (t - decay_start) / max(1 - decay_start, 1e-8)
     return max(0.0, 1 - u) if policy == "linear" else 0.5 * (1 + math.cos(math.pi * min(u, 1.0)))
+
+
+def scheduled_step(m, train_step, batch: dict) -> dict:
+    """A GAN translator's ``step`` (CycleGAN, CUT): its module's ``train_step(m, real_s, real_t,
+    autocast) -> (losses, outputs)``, then every lr scheduler; the outputs are kept in ``m.last``
+    for the picture of the step."""
+    loss, out = train_step(m, batch["source"], batch["target"], m.rt.autocast())
+    for s in m.scheds:
+        s.step()
+    m.last = (out, batch["source"], batch["target"])
+    return loss

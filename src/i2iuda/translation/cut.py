@@ -52,8 +52,9 @@ import torch.nn.functional as nnf
 from ..config import from_dict
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
-from .base import Translator, lr_factor
-from .cyclegan import Discriminator, Generator, lsgan_loss, pad_and_run, patch_size, set_requires_grad
+from .base import Translator, lr_factor, scheduled_step
+from .cyclegan import (Discriminator, Generator, init_weights, lsgan_loss, pad_and_run, patch_size,
+                       set_requires_grad)
 
 TRAINS = True
 
@@ -223,11 +224,7 @@ class CUT(Translator):
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:
-        loss, out = train_step(self, batch["source"], batch["target"], self.rt.autocast())
-        for s in self.scheds:
-            s.step()
-        self.last = (out, batch["source"], batch["target"])
-        return loss
+        return scheduled_step(self, train_step, batch)
 
     def state_dict(self) -> dict:
         return {"gen_h": unwrap(self.gen_h).state_dict(), "D": unwrap(self.D).state_dict(),
@@ -285,27 +282,18 @@ class CUT(Translator):
         return self
 
 
-def init_xavier(net: nn.Module, gain: float = 0.02) -> None:
-    """Xavier-normal weights (gain 0.02) and zero biases for convolutions and linear layers."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.xavier_normal_(m.weight, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
 def build(tcfg, rt: Runtime, total_steps: int, training: bool = True) -> CUT:
     """The method's entry point (see base.py): nets and heads built before the optimisers, on
     ``rt``'s device, DDP-wrapped under torchrun, lr constant then decayed per step."""
     cfg = from_dict(Config, tcfg.model, "model")
     torch.manual_seed(tcfg.seed)
     gen_h = NCEGenerator(cfg)
-    init_xavier(gen_h)
+    init_weights(gen_h, kind="xavier")
     gen_h.to(rt.device)
     if not training:
         return CUT(cfg, gen_h, rt=rt)
     D = Discriminator(cfg.ndf, cfg.d_layers)
-    init_xavier(D)
+    init_weights(D, kind="xavier")
     D.to(rt.device)
     if rt.channels_last:
         gen_h.to(memory_format=torch.channels_last)

@@ -20,7 +20,7 @@ import torch.nn.functional as nnf
 from ..config import from_dict
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
-from .base import Translator, lr_factor
+from .base import Translator, lr_factor, scheduled_step
 
 TRAINS = True
 
@@ -114,11 +114,15 @@ def patch_size(n_layers: int) -> int:
     return 9 * 2 ** n_layers - 2
 
 
-def init_weights(net: nn.Module, gain: float = 0.02) -> None:
-    """N(0, 0.02) weights and zero biases, as in the reference implementation."""
+def init_weights(net: nn.Module, gain: float = 0.02, kind: str = "normal") -> None:
+    """Zero biases and N(0, gain) weights (``normal``: CycleGAN's reference) or Xavier-normal
+    weights with that gain (``xavier``: CUT's reference), for convolutions and linear layers."""
     for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            nn.init.normal_(m.weight, 0.0, gain)
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if kind == "xavier":
+                nn.init.xavier_normal_(m.weight, gain)
+            else:
+                nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -229,11 +233,7 @@ class CycleGAN(Translator):
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:
-        loss, out = train_step(self, batch["source"], batch["target"], self.rt.autocast())
-        for s in self.scheds:
-            s.step()
-        self.last = (out, batch["source"], batch["target"])
-        return loss
+        return scheduled_step(self, train_step, batch)
 
     def state_dict(self) -> dict:
         return {"gens": unwrap(self.gens).state_dict(), "discs": unwrap(self.discs).state_dict(),
