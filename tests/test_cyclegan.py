@@ -69,6 +69,49 @@ def test_one_step_changes_all_four_nets_and_losses_are_finite():
     assert len(m.pool_t.images) == 2  # the history pool filled
 
 
+def test_cycada_semantic_loss_keeps_meaning_and_trains_only_the_generators():
+    """L_sem = CE(f(G(x_s)), argmax f(x_s)) + CE(f(F(x_t)), argmax f(x_t)) with f frozen."""
+    from dataclasses import replace
+
+    from i2iuda.translation.cyclegan import SemanticJudge, semantic_loss
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(3, 19, 1, bias=False)
+    f = SemanticJudge(torch.nn.Sequential(conv, torch.nn.BatchNorm2d(19)))
+    f.train()
+    assert not f.net.training  # f stays in eval mode inside a training translator
+    s, t = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    kept = semantic_loss(f, s, t, s, t)
+    # colours inverted: a linear f without bias sees the least likely class everywhere
+    fake_t, fake_s = (-s).requires_grad_(), (-t).requires_grad_()
+    lost = semantic_loss(f, s, t, fake_t, fake_s)
+    assert lost["sem_s"] > kept["sem_s"] + 0.5 and lost["sem_t"] > kept["sem_t"] + 0.5
+    (lost["sem_s"] + lost["sem_t"]).backward()
+    assert fake_t.grad.abs().sum() > 0 and fake_s.grad.abs().sum() > 0  # the gradient reaches G and F
+    assert all(p.grad is None and not p.requires_grad for p in f.parameters())  # and not f
+    # TLlib's variant: the source labels (255 ignored) instead of argmax f(x_s)
+    labels = torch.randint(0, 19, (2, 16, 16))
+    labels[:, :4] = 255
+    ce = torch.nn.functional.cross_entropy(f(s), labels, ignore_index=255)
+    assert semantic_loss(f, s, t, s, t, labels)["sem_s"] == pytest.approx(float(ce), rel=1e-5)
+    # f reads frames in its own normalisation (here ImageNet's), not the translator's [-1, 1]
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    seen = SemanticJudge(torch.nn.Identity(), mean, std)(s)
+    want = ((s * 0.5 + 0.5) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(seen, want, atol=1e-6)
+    # in the training step: both terms, weighted, and the step still trains G and F
+    m = build_cyclegan(CycleGANConfig(ngf=8, ndf=8, n_blocks=1, d_layers=1), torch.device("cpu"))
+    m.cfg, m.f = replace(m.cfg, semantic=2.0), f
+    with torch.no_grad():
+        out = m.gens(s, t)
+        unweighted = semantic_loss(f, s, t, out["fake_t"], out["fake_s"])
+    loss, _ = train_step(m, s, t, torch.autocast("cpu", enabled=False))
+    assert float(loss["sem_s"]) == pytest.approx(2 * float(unweighted["sem_s"]), rel=1e-5)
+    assert float(loss["sem_t"]) == pytest.approx(2 * float(unweighted["sem_t"]), rel=1e-5)
+    assert float(loss["G_total"]) == pytest.approx(sum(float(v) for k, v in loss.items()
+                                                       if k not in ("G_total", "D_T", "D_S")), rel=1e-5)
+
+
 def test_batched_generator_passes_compute_the_paper_outputs():
     """With the identity loss G(s) and G(t) share one pass (F likewise): per-image instance norm
     makes that the same as running each image alone."""

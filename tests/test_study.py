@@ -45,6 +45,26 @@ def test_arms_as_data(tmp_path):
         arms(tiny(tmp_path, "translate.methods=[oracle]"))
 
 
+def test_cycada_arm_trains_its_translator_after_source_only(tmp_path):
+    from i2iuda.experiment import _hash, stage_config, stage_list
+
+    plain = tiny(tmp_path, "translate.methods={cyclegan: {}}")
+    sem = tiny(tmp_path, "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}}")
+    order = [f"{k}:{a.name}" if a else k for k, a in stage_list(sem)]
+    assert order[:4] == ["data", "segment:source_only", "translate:cyclegan", "apply:cyclegan"]
+    assert order.count("segment:source_only") == 1
+    assert [k for k, a in stage_list(plain)][:2] == ["data", "translate"]  # no CyCADA arm: order unchanged
+    a = {x.name: x for x in arms(sem)}
+    assert a["cyclegan_sem"].semantic_from_study and not a["cyclegan"].semantic_from_study
+    # f is the study's source-only model: changing the segmenter invalidates the CyCADA translator only
+    other = tiny(tmp_path, "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}}",
+                 "segment.lr=0.001")
+    b = {x.name: x for x in arms(other)}
+    for name, changed in (("cyclegan", False), ("cyclegan_sem", True)):
+        h1, h2 = (_hash(stage_config(c, "translate", arms_[name])) for c, arms_ in ((sem, a), (other, b)))
+        assert (h1 != h2) == changed, name
+
+
 def test_study_end_to_end(tmp_path):
     cfg = tiny(tmp_path, "seed=1")
     run = tmp_path / "run"
@@ -73,6 +93,12 @@ def test_study_end_to_end(tmp_path):
         assert {"kind", "PA", "MPA", "mIoU", "FWIoU", "per_class_IoU", "delta_mIoU", "gap_closed"} <= set(v)
         assert len(v["per_class_IoU"]) == 19
         assert v["delta_mIoU"] == pytest.approx(v["mIoU"] - m["arms"]["source_only"]["mIoU"])
+    # the FCN-score: the oracle on raw (source-only) and translated source val, against source labels
+    fcn = {a: m["arms"][a]["translation"]["fcn_score_mIoU"] for a in ("source_only", "cyclegan")}
+    assert all(0 <= v <= 100 for v in fcn.values()) and "translation" not in m["arms"]["oracle"]
+    scored = json.loads((run / "eval" / "cyclegan" / "translation.json").read_text())
+    assert "translated/cyclegan" in scored["frames"] and scored["kid_fid"] is None  # KID/FID off by default
+    assert "FCN-score" in (run / "report.md").read_text()
     # the report: self-contained, every image inlined and decodable
     page = (run / "report.html").read_text()
     imgs = re.findall(r'<img alt="[^"]*" src="([^"]+)"', page)
@@ -99,19 +125,36 @@ def test_adding_an_arm_runs_only_that_arm(tmp_path):
 
     run = tmp_path / "run"
     small = "translate.settings.cyclegan={data: {size: [16, 32]}, model: {d_layers: 1}}"  # smaller than the segmenter
-    run_study(tiny(tmp_path, "oracle=false", small), run, progress=False)
+    run_study(tiny(tmp_path, "oracle=false", small, "eval.kid_fid=4"), run, progress=False)
     # translated at the size the segmenter consumes (32x64), not the translator's training size
     assert {Image.open(p).size for p in (run / "translated" / "cyclegan").rglob("images/*.png")} == {(64, 32)}
     before = json.loads((run / "stages.json").read_text())
     cut = ("translate.settings.cut={model: {ngf: 8, ndf: 8, n_blocks: 1, d_layers: 1}, data: {size: [32, 64], "
            "batch_size: 2, workers: 0}, epochs: 1, steps_per_epoch: 3, checkpoint_every: 3, device: cpu}")
-    cfg = tiny(tmp_path, "oracle=false", small, cut,
-               "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}, fastcut: {method: cut, mode: fastcut}}")
+    cfg = tiny(tmp_path, "oracle=false", small, cut, "eval.kid_fid=4",
+               "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}, fastcut: {method: cut, mode: fastcut},"
+               " sem: {method: cyclegan, semantic: 1.0, semantic_targets: labels}}")
     m = run_study(cfg, run, progress=False)
     after = json.loads((run / "stages.json").read_text())
     redone = {k for k in after if before.get(k) != after[k]}
-    assert redone == {f"{k}:{a}" for k in ("translate", "apply", "segment", "evaluate") for a in ("fda_b005", "fastcut")} | {"report"}
-    assert list(m["arms"]) == ["source_only", "cyclegan", "fda_b005", "fastcut"]
+    new = ("fda_b005", "fastcut", "sem")
+    assert redone == {f"{k}:{a}" for k in ("translate", "apply", "segment", "evaluate") for a in new} | {"report"}
+    assert list(m["arms"]) == ["source_only", "cyclegan", "fda_b005", "fastcut", "sem"]
+    # CyCADA's f is the study's source-only segmenter, and the loss was trained on
+    sem_cfg = yaml.safe_load((run / "translate" / "sem" / "config.yaml").read_text())
+    assert sem_cfg["model"]["semantic_model"] == str(run.resolve() / "segment" / "source_only")
+    logged = (run / "translate" / "sem" / "losses.jsonl").read_text()
+    assert '"loss/sem_s"' in logged and '"loss/sem_t"' in logged
+    assert "CyCADA semantic loss x1 (source labels)" in (run / "report.md").read_text()
+    # KID/FID of every arm's frames (raw source for source-only), the target embedded once
+    from i2iuda.fid import load_inception
+    if load_inception() is not None:
+        for name in m["arms"]:
+            t = m["arms"][name]["translation"]
+            assert t["KID"] is not None and t["FID"] > 0 and t["N"][1] == 4 and 0 < t["N"][0] <= 4, name
+            assert t["fcn_score_mIoU"] is None  # no oracle, no FCN-score
+        assert len(list((run / "fid_cache").glob("*.safetensors"))) == 1 + len(m["arms"])
+        assert "## Translation quality" in (run / "report.md").read_text()
     assert m["arms"]["cyclegan"]["gap_closed"] is None
     assert (run / "translate" / "fastcut" / "checkpoints" / "translator.safetensors").is_file()
     assert "FastCUT ngf=8" in (run / "report.md").read_text()

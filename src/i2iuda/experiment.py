@@ -79,6 +79,10 @@ class StudyTranslate:
 @dataclass
 class StudyEval(EvalProtocol):
     pictures: int = 6  # target val frames shown with every arm's prediction
+    # KID and FID of each arm's (translated) source val frames against target train frames, on
+    # fixed subsets of this many frames a side (fid.py); 0 = off: the FID Inception costs ~6 GFLOP
+    # a frame, ~30 s an arm on 2 cores, more than the demo should spend on it
+    kid_fid: int = 0
 
 
 @dataclass
@@ -97,6 +101,11 @@ class Arm:
     name: str
     kind: str  # source_only | translation | oracle
     translate: TranslateConfig | None = None  # translation arms
+
+    @property
+    def semantic_from_study(self) -> bool:  # CyCADA's loss with the study's source-only model as f
+        model = self.translate.model if self.translate else {}
+        return bool(model.get("semantic")) and not model.get("semantic_model")
 
     @property
     def on_the_fly(self) -> bool:  # the method applies inside segmenter training (FDA)
@@ -163,10 +172,16 @@ def judge(cfg: StudyConfig) -> str:
 
 
 def stage_list(cfg: StudyConfig) -> list[tuple[str, Arm | None]]:
+    """data, translate and apply per translation arm, segment and evaluate per arm, report. An arm
+    with CyCADA's loss that uses the study's source-only model needs it first: then
+    segment:source_only comes right after data."""
     all_arms = arms(cfg)
     translation = [a for a in all_arms if a.kind == "translation"]
-    return ([("data", None)] + [(k, a) for a in translation for k in ("translate", "apply")]
-            + [("segment", a) for a in all_arms] + [("evaluate", a) for a in all_arms] + [("report", None)])
+    early = [a for a in all_arms[:1] if any(t.semantic_from_study for t in translation)]
+    return ([("data", None)] + [("segment", a) for a in early]
+            + [(k, a) for a in translation for k in ("translate", "apply")]
+            + [("segment", a) for a in all_arms if a not in early] + [("evaluate", a) for a in all_arms]
+            + [("report", None)])
 
 
 def stage_name(kind: str, arm: Arm | None) -> str:
@@ -180,15 +195,32 @@ def stage_config(cfg: StudyConfig, kind: str, arm: Arm | None) -> dict:
         return {"seed": cfg.seed, "data": to_dict(cfg.data)}
     if kind == "report":
         return {"all": to_dict(cfg)}
-    translate = {"translate": to_dict(arm.translate), "size": cfg.segment.data.size} if arm.translate else {}
+    translate = {"translate": _translate_identity(arm.translate), "size": cfg.segment.data.size} if arm.translate else {}
+    if arm.semantic_from_study:  # f is the study's source-only model: its stage is part of this one
+        translate["semantic_from"] = stage_config(cfg, "segment", arms(cfg)[0])
     if kind in ("translate", "apply"):
         return {**base, **translate}
     segment = {**base, **translate, "segment": to_dict(cfg.segment), "arm": arm.kind}
     if kind == "segment":
         return segment
-    # evaluate: the arm's segmenter, the protocol, and the judge of the failure gallery
-    judged = {"judge": stage_config(cfg, "segment", Arm(judge(cfg), judge(cfg)))} if arm.translate else {}
-    return {**segment, "eval": to_dict(cfg.eval), **judged}
+    # evaluate: the arm's segmenter, the protocol, and the judge of the failure gallery and the
+    # FCN-score; KID/FID (eval.kid_fid) only where they are computed, so that studies run before
+    # they existed stay valid
+    ev = to_dict(cfg.eval)
+    if not ev.get("kid_fid"):
+        ev.pop("kid_fid", None)
+    scored = arm.kind != "oracle"
+    judged = {"judge": stage_config(cfg, "segment", Arm(judge(cfg), judge(cfg))), "scores": 1} if scored else {}
+    return {**segment, "eval": ev, **judged}
+
+
+def _translate_identity(t: TranslateConfig) -> dict:
+    """A translation arm's config as the stage hash sees it: CyCADA's settings (added to CycleGAN
+    after studies were run) are left out while the loss is off, so finished studies stay valid."""
+    d = to_dict(t)
+    if t.method == "cyclegan" and not d["model"].get("semantic"):
+        d["model"] = {k: v for k, v in d["model"].items() if not k.startswith("semantic")}
+    return d
 
 
 def _hash(obj) -> str:
@@ -294,9 +326,11 @@ def _run_stage(kind: str, arm: Arm | None, cfg: StudyConfig, run: Path, progress
     elif kind == "translate":
         from .translation.train import train_translator
 
-        folder = stage_dir(run, kind, arm)
-        train_translator(arm.translate, folder, resume=_can_resume(f"translate:{arm.name}", folder, arm.translate),
-                         progress=progress)
+        folder, tcfg = stage_dir(run, kind, arm), arm.translate
+        if arm.semantic_from_study:
+            f = str(stage_dir(run, "segment", arms(cfg)[0]))
+            tcfg = replace(tcfg, model={**tcfg.model, "semantic_model": f})
+        train_translator(tcfg, folder, resume=_can_resume(f"translate:{arm.name}", folder, tcfg), progress=progress)
     elif kind == "apply":
         _apply(cfg, run, arm, progress)
     elif kind == "segment":
@@ -342,8 +376,47 @@ def _evaluate(cfg: StudyConfig, run: Path, arm: Arm, progress: bool) -> None:
     out = stage_dir(run, "evaluate", arm)
     run_eval(stage_dir(run, "segment", arm), specs(cfg)["target_val"], out, protocol, pictures=cfg.eval.pictures,
              device=cfg.segment.device, workers=cfg.workers, progress=progress)
+    if arm.kind != "oracle":
+        translation_scores(cfg, run, arm, out)
     if arm.kind == "translation":
         failure_gallery(cfg, run, arm, out)
+
+
+def trained_on_frames(cfg: StudyConfig, run: Path, arm: Arm) -> str:
+    """The source val frames of the arm's training set: raw (source-only), translated otherwise."""
+    return specs(cfg)["source_val"] if arm.kind == "source_only" else translated_specs(cfg, run, arm.name)[1]
+
+
+def translation_scores(cfg: StudyConfig, run: Path, arm: Arm, out: Path) -> None:
+    """How target-like the frames the arm trains on are (raw source for source-only: the floor):
+    out/translation.json with
+
+    fcn_score   the oracle segmenter (trained on *target labels*) on these frames against their
+                source labels (Isola et al.'s FCN-score): a diagnostic that needs labels no UDA user
+                has, never used to select anything; only with the oracle on
+    kid_fid     KID (x 1000) and FID against target train frames, eval.kid_fid frames a side (fid.py);
+                the target's features are cached in RUN/fid_cache and computed once"""
+    from .fid import HOW_TO_GET, load_inception, score
+    from .runtime import init_runtime
+    from .segmentation.evaluate import evaluate
+    from .segmentation.models import load_trained
+
+    frames = trained_on_frames(cfg, run, arm)
+    result: dict[str, Any] = {"frames": frames, "fcn_score": None, "kid_fid": None}
+    if cfg.oracle:
+        rt = init_runtime(cfg.segment.device)
+        model, mcfg = load_trained(stage_dir(run, "segment", Arm("oracle", "oracle")), rt.device)
+        protocol = EvalProtocol(size=tuple(mcfg["data"]["size"]), classes=cfg.eval.classes)
+        r = evaluate(model, frames, rt, protocol, workers=0)
+        result["fcn_score"] = {k: r[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU", "frames")}
+    if cfg.eval.kid_fid:
+        net = load_inception()
+        if net is None:
+            console.print(f"[yellow]{HOW_TO_GET}[/yellow]")
+            result["kid_fid"] = {"skipped": HOW_TO_GET}
+        else:
+            result["kid_fid"] = score(frames, specs(cfg)["target_train"], cfg.eval.kid_fid, run / "fid_cache", net)
+    write_json(out / "translation.json", result)
 
 
 def failure_gallery(cfg: StudyConfig, run: Path, arm: Arm, out: Path, n_frames: int = 200, k: int = 6) -> None:
@@ -379,6 +452,21 @@ def collect_metrics(cfg: StudyConfig, run: Path) -> dict:
         r = json.loads((stage_dir(run, "evaluate", arm) / "metrics.json").read_text())
         rows[arm.name] = {"kind": arm.kind, "method": arm.translate.method if arm.translate else None,
                           **{k: r[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")}}
+        scores = stage_dir(run, "evaluate", arm) / "translation.json"
+        if scores.exists():  # translation scores of the frames the arm trains on (not the oracle)
+            t = json.loads(scores.read_text())
+            kf = t.get("kid_fid") or {}
+            rows[arm.name]["translation"] = {
+                "fcn_score_mIoU": t["fcn_score"]["mIoU"] if t.get("fcn_score") else None,
+                "fcn_score_PA": t["fcn_score"]["PA"] if t.get("fcn_score") else None,
+                "KID": kf.get("KID"), "KID_std": kf.get("KID_std"), "FID": kf.get("FID"),
+                "N": [kf["N_fake"], kf["N_real"]] if "N_fake" in kf else None}
+        done = json.loads((run / "stages.json").read_text()) if (run / "stages.json").exists() else {}
+        if arm.translate is not None and method(arm.translate.method).TRAINS and f"translate:{arm.name}" in done:
+            rows[arm.name]["translator_seconds"] = done[f"translate:{arm.name}"]["seconds"]
+        gallery = stage_dir(run, "evaluate", arm) / "failures.json"
+        if gallery.exists():
+            rows[arm.name]["failure_agreement"] = json.loads(gallery.read_text())["mean_agreement"]
     base = rows["source_only"]["mIoU"]
     top = rows["oracle"]["mIoU"] if "oracle" in rows else None
     for name, row in rows.items():

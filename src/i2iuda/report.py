@@ -189,6 +189,7 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
         gap = pct(v["gap_closed"]) if v["kind"] == "translation" else ""
         md.append(f"| {nice(name)} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | {v['FWIoU']:.2f} | "
                   f"{delta} | {gap} |")
+    md += translation_quality(rows, lambda v, k=1.0, d=2: "" if v is None else f"{k * v:.{d}f}")
     names = list(rows)
     md += ["", "## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",
            "| class | " + " | ".join(nice(n) for n in names) + " |", "|---|" + "---|" * len(names)]
@@ -230,6 +231,34 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     atomic_write_text(md_path, text)
     atomic_write_text(html_path, to_html(text, run, title=f"i2iuda study: {study['name']}"))
     return md_path, html_path
+
+
+def translation_quality(rows: dict, fmt) -> list[str]:
+    """The table of how target-like each arm's training frames are (source-only: raw source, the
+    floor), from metrics.json's ``translation`` rows; ``fmt(value, scale, digits)`` formats a
+    number (one seed) or a summary (mean ± std over seeds)."""
+    scored = [a for a, r in rows.items() if r.get("translation")]
+    if not scored:
+        return []
+    n = next((rows[a]["translation"].get("N") for a in scored if rows[a]["translation"].get("N")), None)
+    out = ["", "## Translation quality", "",
+           "How target-like the source val frames each arm trains on are: raw for source-only (the floor), "
+           "translated for the others. **KID** (× 1000, unbiased; the primary measure) and **FID** against target "
+           "train frames with the standard FID Inception network, "
+           + (f"{n[0]} frames against {n[1]} (FID is biased upwards at small N: compare FIDs at equal N only). "
+              if n else "not computed in this run (`eval.kid_fid: N` turns them on). ")
+           + "**FCN-score**: the oracle segmenter, trained on *target labels*, on these frames against their source "
+           "labels (Isola et al.): a diagnostic that uses labels no UDA user has, never used to select anything. "
+           "**Agreement**: the failure gallery's mean pixel agreement (the same judge, first 200 frames). "
+           "Lower KID/FID and higher FCN-score mean more target-like frames that keep their labels' meaning.", "",
+           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | agreement (%) | translator training (s) |",
+           "|---|---|---|---|---|---|---|"]
+    for a in scored:
+        t, r = rows[a]["translation"], rows[a]
+        out.append(f"| {nice(a)}{' (raw source)' if a == 'source_only' else ''} | {fmt(t.get('KID'))} | "
+                   f"{fmt(t.get('FID'), d=1)} | {fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | "
+                   f"{fmt(r.get('failure_agreement'), d=1)} | {fmt(r.get('translator_seconds'), d=0)} |")
+    return out
 
 
 def seeds_chart(metrics: dict, path: Path) -> None:
@@ -287,6 +316,7 @@ def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
     ci = lambda p: f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if p.get("ci95") else "–"
     md += [f"| {nice(p['a'])} − {nice(p['b'])} | {p['mean']:+.2f} ± {p['std']:.2f} | {ci(p)} | {p['min']:+.2f} – "
            f"{p['max']:+.2f} | {p['a_better']}/{p['seeds']} seeds |" for p in m["paired_mIoU"]]
+    md += translation_quality(rows, lambda v, k=1.0, d=2: "" if not v else f"{k * v['mean']:.{d}f} ± {k * v['std']:.{d}f}")
     names = list(rows)
     md += ["", "## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",
            "| class | " + " | ".join(nice(a) for a in names) + " |", "|---|" + "---|" * len(names)]

@@ -11,6 +11,9 @@ data, and writes the aggregate:
                                        FWIoU, delta_mIoU (arm - source-only) and gap_closed
                                        (a fraction); std is the sample standard deviation (ddof 1)
         arms.ARM.per_class_IoU.CLASS   the same summary per class (None where a class is n/a)
+        arms.ARM.translation.KEY       the same summary of each translation score (KID, FID,
+                                       fcn_score_mIoU, ...), of failure_agreement and of
+                                       translator_seconds, where the seeds have them
         paired_mIoU                    for every pair of arms (not the oracle), the *paired*
                                        difference a - b over seeds: {a, b, mean, std, min, max,
                                        values, a_better, seeds, ci95}; a is the arm with the higher
@@ -92,6 +95,13 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
         rows[a] = {"kind": per[0]["kind"], "method": per[0].get("method"),
                    **{m: summary([p[m] for p in per]) for m in METRICS},
                    "per_class_IoU": {c: summary([p["per_class_IoU"][c] for p in per]) for c in per[0]["per_class_IoU"]}}
+        if all("translation" in p for p in per):
+            rows[a]["translation"] = {k: summary([p["translation"].get(k) for p in per])
+                                      for k in per[0]["translation"] if k not in ("N", "KID_std")}
+            rows[a]["translation"]["N"] = per[0]["translation"].get("N")
+        for k in ("failure_agreement", "translator_seconds"):
+            if all(k in p for p in per):
+                rows[a][k] = summary([p[k] for p in per])
     ranking = sorted((a for a in arms if a != "oracle"), key=lambda a: -rows[a]["mIoU"]["mean"])
     paired = []
     for i, a in enumerate(ranking):

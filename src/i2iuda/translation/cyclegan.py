@@ -3,6 +3,15 @@
 Names follow the paper: G maps source S -> target T, F maps T -> S, D_T tells real target
 frames from G(S), D_S tells real source frames from F(T).
 
+CyCADA (Hoffman et al., ICML 2018) is CycleGAN plus a *semantic consistency* loss, here the
+``semantic`` setting: a frozen segmenter f trained on the source labels must see the same classes
+in a frame before and after translation,
+
+    L_sem = CE(f(G(x_s)), argmax f(x_s)) + CE(f(F(x_t)), argmax f(x_t))
+
+so that G cannot turn a bus into a brown box that reads as building. f is in eval mode with
+no gradient to its weights; the gradient flows through it into G and F.
+
 Differences from the seed report, on purpose: the discriminators end in a plain 1-channel
 convolution with **no sigmoid**, because the least-squares GAN loss the paper uses is an MSE
 on raw scores (the seed report's code puts a sigmoid before it, which squashes the scores
@@ -12,6 +21,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
 
 import torch
 import torch.nn as nn
@@ -41,6 +52,15 @@ class CycleGANConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     pool_size: int = 50  # history of generated images shown to the discriminators
+    # CyCADA's semantic consistency loss (weight; 0 = off, the paper's weight is 1). f is the
+    # ``segment train`` run in ``semantic_model`` (in a study: the study's source-only model).
+    semantic: float = 0.0
+    semantic_model: str = ""
+    # What G(x_s) must be segmented as: ``pseudo`` = argmax f(x_s), the paper's equation and the
+    # default (the loss then asks only that translation keep what f sees, whether f is right or
+    # not); ``labels`` = the source label itself, TLlib's variant (it also pushes G to make frames
+    # f segments correctly, which can teach G to paint f's cues rather than the target's look).
+    semantic_targets: Literal["pseudo", "labels"] = "pseudo"
 
 
 Config = CycleGANConfig  # the name every method module gives its settings (see base.py)
@@ -207,6 +227,48 @@ class Discriminators(nn.Module):
         return {"D_T": loss_t, "D_S": loss_s}
 
 
+class SemanticJudge(nn.Module):
+    """CyCADA's f: a trained segmenter, frozen, that reads translator frames. Translator frames are
+    normalised with mean 0.5, std 0.5; they are re-normalised to the segmenter's own input
+    normalisation (its data.mean/std) before f sees them."""
+
+    def __init__(self, net: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.net = net.eval()
+        set_requires_grad(self.net, False)
+        # x01 = 0.5 * x + 0.5, then (x01 - mean) / std, as one affine map per channel
+        mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.register_buffer("scale", 0.5 / std, persistent=False)
+        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
+
+    def train(self, mode: bool = True) -> "SemanticJudge":
+        return super().train(False)  # f stays in eval mode (BatchNorm statistics frozen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.scale + self.shift)
+
+
+def load_judge(run: str, device: torch.device) -> SemanticJudge:
+    from ..errors import UserError
+    from ..segmentation.models import load_trained
+
+    if not run:
+        raise UserError("model.semantic > 0 needs model.semantic_model: a 'segment train' run trained on the source")
+    net, cfg = load_trained(run, device)
+    data = cfg.get("data") or {}
+    return SemanticJudge(net, data.get("mean", (0.5, 0.5, 0.5)), data.get("std", (0.5, 0.5, 0.5))).to(device)
+
+
+def semantic_loss(f: SemanticJudge, real_s, real_t, fake_t, fake_s, labels_s=None) -> dict[str, torch.Tensor]:
+    """CyCADA's L_sem: f must see the same classes after translation as before (argmax f of the
+    untranslated frame, or the source labels for S -> T when given; 255 = ignore)."""
+    with torch.no_grad():
+        target_s = f(real_s).argmax(1) if labels_s is None else labels_s
+        target_t = f(real_t).argmax(1)
+    return {"sem_s": nnf.cross_entropy(f(fake_t).float(), target_s, ignore_index=255),
+            "sem_t": nnf.cross_entropy(f(fake_s).float(), target_t, ignore_index=255)}
+
+
 def set_requires_grad(net: nn.Module, flag: bool) -> None:
     for p in net.parameters():
         p.requires_grad_(flag)
@@ -227,13 +289,14 @@ class CycleGAN(Translator):
     scheds: list = field(default_factory=list)
     rt: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu")))
     last: tuple | None = None  # (generator outputs, real_s, real_t) of the last step, for pictures
+    f: SemanticJudge | None = None  # CyCADA's frozen source segmenter (semantic > 0)
 
     show = ("G_total", "D_T", "D_S")
     directions = ("s2t", "t2s")
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:
-        return scheduled_step(self, train_step, batch)
+        return scheduled_step(self, partial(train_step, labels_s=batch.get("source_label")), batch)
 
     def state_dict(self) -> dict:
         return {"gens": unwrap(self.gens).state_dict(), "discs": unwrap(self.discs).state_dict(),
@@ -272,8 +335,10 @@ class CycleGAN(Translator):
     def describe(self, size: tuple[int, int] | None = None) -> str:
         c = self.cfg
         p = patch_size(c.d_layers)
+        sem = (f", CyCADA semantic loss x{c.semantic:g} ({'argmax f(x_s)' if c.semantic_targets == 'pseudo' else 'source labels'})"
+               if c.semantic else "")
         return (f"CycleGAN ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, identity loss "
-                f"{'on' if c.identity else 'off'}")
+                f"{'on' if c.identity else 'off'}{sem}")
 
     # -- inference (Translator) --
     @torch.no_grad()
@@ -321,6 +386,8 @@ def build(tcfg, rt: Runtime, total_steps: int, training: bool = True) -> CycleGA
     m.rt = rt
     if not training:
         return m
+    if cfg.semantic:
+        m.f = load_judge(cfg.semantic_model, rt.device)
     if rt.distributed:
         ddp = dict(device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
         m.gens = torch.nn.parallel.DistributedDataParallel(m.gens, **ddp)
@@ -330,7 +397,8 @@ def build(tcfg, rt: Runtime, total_steps: int, training: bool = True) -> CycleGA
     return m
 
 
-def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast) -> tuple[dict, dict]:
+def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast,
+               labels_s: torch.Tensor | None = None) -> tuple[dict, dict]:
     """One step of the paper's alternating optimisation -> (losses, generator outputs), detached
     and left on the device (no host sync).
 
@@ -354,6 +422,10 @@ def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast
         if m.cfg.identity:
             loss["idt_t"] = nnf.l1_loss(out["idt_t"].float(), real_t.float()) * lam * 0.5
             loss["idt_s"] = nnf.l1_loss(out["idt_s"].float(), real_s.float()) * lam * 0.5
+        if m.cfg.semantic:
+            labels = labels_s if m.cfg.semantic_targets == "labels" else None
+            sem = semantic_loss(m.f, real_s, real_t, out["fake_t"], out["fake_s"], labels)
+            loss.update({k: v * m.cfg.semantic for k, v in sem.items()})
     loss_g = sum(loss.values())
     m.opt_g.zero_grad(set_to_none=True)
     m.rt.backward(loss_g)

@@ -78,7 +78,8 @@ def resolve_config(run: Path, config: str | Path | None, overrides: list[str], r
 
 
 class UnpairedDataset(torch.utils.data.Dataset):
-    """Item i: source frame i and a random target frame (seeded by Seeded), as in the paper."""
+    """Item i: source frame i and a random target frame (seeded by Seeded), as in the paper; and
+    source frame i's label when the source set is read with labels (CyCADA's TLlib variant)."""
 
     def __init__(self, source: SegmentationDataset, target: SegmentationDataset):
         self.source, self.target = source, target
@@ -88,7 +89,11 @@ class UnpairedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         t = int(torch.randint(len(self.target), ()))
-        return {"source": self.source[i % len(self.source)]["image"], "target": self.target[t]["image"]}
+        s = self.source[i % len(self.source)]
+        out = {"source": s["image"], "target": self.target[t]["image"]}
+        if "mask" in s:
+            out["source_label"] = s["mask"]
+        return out
 
 
 def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False,
@@ -108,7 +113,9 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
                 write_json(run / "summary.json", summary)
         return summary
     tf = train_transform(AugmentConfig(size=tuple(cfg.data.size), hflip=cfg.data.hflip))
-    source = SegmentationDataset(build_index(cfg.source), tf, with_labels=False)
+    model = cfg.model
+    source_labels = bool(model.get("semantic")) and model.get("semantic_targets") == "labels"
+    source = SegmentationDataset(build_index(cfg.source), tf, with_labels=source_labels)
     target = SegmentationDataset(build_index(cfg.target), tf, with_labels=False)
     data = UnpairedDataset(source, target)
     per_epoch = cfg.steps_per_epoch or max(len(data) // (cfg.data.batch_size * rt.world_size), 1)
