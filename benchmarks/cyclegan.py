@@ -1,4 +1,6 @@
-"""Translator speed: training steps/s and translation images/s of CycleGAN, CUT and FastCUT, on
+"""Translator speed: training steps/s and translation images/s of CycleGAN, CyCADA (CycleGAN with
+the semantic loss, f an untrained DeepLabV3+ of --segmenter: the time does not depend on its
+weights), CUT and FastCUT, on
 CPU or CUDA, with and without autocast and channels_last. Random inputs (not zeros), warm-up
 excluded, median of timed runs; with several methods, rounds alternate between them so that a
 machine's drift hits all alike.
@@ -31,7 +33,7 @@ def sync(device):
 
 
 def build(args, name: str, variant: str):
-    """(translator, autocast, batches) for a method name: cyclegan, cut or fastcut."""
+    """(translator, autocast, batches) for a method name: cyclegan, cyclegan_sem, cut or fastcut."""
     from i2iuda.runtime import init_runtime
     from i2iuda.translation.methods import method
     from i2iuda.translation.train import TranslateConfig, with_method_defaults
@@ -40,14 +42,23 @@ def build(args, name: str, variant: str):
     amp = "bf16" if "bf16" in variant else "fp16" if "fp16" in variant else "none"
     cl = variant.endswith("-cl")
     model = {"ngf": args.ngf, "ndf": args.ndf, "n_blocks": args.blocks, "d_layers": args.d_layers}
-    if name == "cyclegan":
+    cyclegan = name.startswith("cyclegan")
+    if cyclegan:
         model.update(identity=args.identity, pool_size=args.pool)
     else:
         model.update(mode=name)
-    tcfg = with_method_defaults(TranslateConfig(method="cyclegan" if name == "cyclegan" else "cut", model=model,
+    tcfg = with_method_defaults(TranslateConfig(method="cyclegan" if cyclegan else "cut", model=model,
                                                 device=args.device, amp=amp, channels_last=cl))
     rt = init_runtime(args.device, amp, cl)
     m = method(tcfg.method).build(tcfg, rt, 10_000)
+    if name == "cyclegan_sem":
+        from dataclasses import replace
+
+        from i2iuda.segmentation.models import ModelConfig, build_model
+        from i2iuda.translation.cyclegan import SemanticJudge
+
+        m.cfg = replace(m.cfg, semantic=1.0)
+        m.f = SemanticJudge(build_model(ModelConfig(backbone=args.segmenter))).to(device)
     h, w = (int(v) for v in args.size.split("x"))
     fmt = torch.channels_last if cl else torch.contiguous_format
     gen = torch.Generator().manual_seed(0)
@@ -125,7 +136,8 @@ def main():
     p.add_argument("--blocks", type=int, default=9)
     p.add_argument("--d-layers", type=int, default=3, help="PatchGAN depth (3: 70x70 patches)")
     p.add_argument("--identity", action="store_true", help="CycleGAN's identity loss")
-    p.add_argument("--methods", default="cyclegan", help="comma list of cyclegan, cut, fastcut")
+    p.add_argument("--methods", default="cyclegan", help="comma list of cyclegan, cyclegan_sem, cut, fastcut")
+    p.add_argument("--segmenter", default="tu-resnet10t", help="CyCADA's f (cyclegan_sem): the CPU preset's backbone")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds over the methods")
     p.add_argument("--pool", type=int, default=50)
     p.add_argument("--device", default="cpu")
@@ -144,10 +156,10 @@ def main():
                     built[name, v] = build(args, name, v)
                 rows.append({"round": r, **bench(args, name, v, built[name, v])})
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'method':9s} {'variant':8s} {'size':>9s} {'batch':>5s} {'s/step':>8s} {'steps/s':>8s} {'TFLOP/step':>10s} "
+    print(f"\n{'method':12s} {'variant':8s} {'size':>9s} {'batch':>5s} {'s/step':>8s} {'steps/s':>8s} {'TFLOP/step':>10s} "
           f"{'TFLOP/s':>8s} {'saved MB':>8s} {'transl img/s':>12s}")
     for r in rows:
-        print(f"{r['method']:9s} {r['variant']:8s} {r['size']:>9s} {r['batch']:>5d} {r['s_per_step']:8.3f} "
+        print(f"{r['method']:12s} {r['variant']:8s} {r['size']:>9s} {r['batch']:>5d} {r['s_per_step']:8.3f} "
               f"{r['steps_per_s']:8.3f} {r['tflop_per_step']:10.3f} {r['achieved_tflops']:8.3f} {r['saved_mb']:8.1f} "
               f"{r['translate_images_per_s']:12.2f}" + (f"  MFU {100 * r['mfu']:.1f}%" if "mfu" in r else ""))
     if args.json:

@@ -244,3 +244,33 @@ def test_two_seed_study_aggregates_and_reports(tmp_path):
     before = (tmp_path / "seeds" / "seed_0" / "stages.json").read_text()
     run_seeds(cfg, tmp_path / "seeds", [0, 1], progress=False)
     assert (tmp_path / "seeds" / "seed_0" / "stages.json").read_text() == before
+
+
+def test_self_training_arms_pseudo_label_with_the_previous_round(tmp_path):
+    from i2iuda.experiment import stage_list
+    from i2iuda.errors import UserError
+
+    cfg = tiny(tmp_path, "oracle=false", "self_train={st: {teachers: [cyclegan], rounds: 2, percentile: 66}}")
+    order = [f"{k}:{a.name}" if a else k for k, a in stage_list(cfg)]
+    assert order[order.index("segment:cyclegan") + 1:order.index("evaluate:source_only")] == [
+        "pseudo:st_r1", "segment:st_r1", "pseudo:st_r2", "segment:st_r2"]
+    run = tmp_path / "run"
+    m = run_study(cfg, run, progress=False)
+    assert list(m["arms"]) == ["source_only", "cyclegan", "st_r1", "st_r2"]
+    # round 1 pseudo-labels with the adapted arm, round 2 with round 1; both train on cyclegan's
+    # translated source plus their pseudo-labels, selected on its translated source val
+    teachers = [json.loads((run / "pseudo" / f"st_r{r}" / "predictions" / "about.json").read_text())["runs"]
+                for r in (1, 2)]
+    assert teachers == [[str(run.resolve() / "segment" / "cyclegan")], [str(run.resolve() / "segment" / "st_r1")]]
+    seg = yaml.safe_load((run / "segment" / "st_r2" / "config.yaml").read_text())
+    assert "translated/cyclegan" in seg["train"] and "translated/cyclegan" in seg["val"]
+    assert seg["mix"] == f"pseudo:{run.resolve() / 'pseudo' / 'st_r2'}" and seg["init_from"] == ""
+    about = json.loads((run / "pseudo" / "st_r1" / "about.json").read_text())
+    assert about["percentile"] == 66 and all(t <= 0.9 for t in about["thresholds"])
+    # the synthetic target train has labels: the diagnostic and the pictures are in the report
+    pl = m["arms"]["st_r1"]["pseudo_labels"]
+    assert 0 < pl["kept_fraction"] < 1 and 0 <= pl["precision"] <= 100
+    report = (run / "report.md").read_text()
+    assert "## Arm st_r2" in report and "Pseudo-label quality" in report and "pseudo_labels.png" in report
+    with pytest.raises(UserError, match="self_train.st.teachers: \\['nope'\\]"):
+        stage_list(tiny(tmp_path, "self_train={st: {teachers: [nope]}}"))

@@ -288,6 +288,40 @@ def segment_eval(
     typer.echo(r["table"])
 
 
+@segment_app.command("predict")
+def segment_predict(
+    run: list[Path] = typer.Option(..., "--run", help="A segment-train run; give several to average their softmax "
+                                                     "(FDA's multi-band ensemble)."),
+    data: str = typer.Option(..., "--data", help="Data spec, labelled or not, e.g. cityscapes:/data/cityscapes:train."),
+    out: Path = typer.Option(..., "--out", help="Folder for labels/, confidence/ and about.json (resumable)."),
+    size: str | None = typer.Option(None, help="Input HxW (default: the training size); outputs at each frame's size."),
+    flip: bool = typer.Option(False, "--flip", help="Average with the horizontally flipped frame."),
+    scales: str = typer.Option("1.0", help="Comma list of test scales, e.g. 0.75,1.0,1.25."),
+    confidence_bits: int = typer.Option(16, help="Confidence PNGs: 8 or 16 bit."),
+    pseudo: float | None = typer.Option(None, "--pseudo-percentile", help="Also write pseudo-labels to OUT/pseudo: "
+                                        "per class, pixels under this percentile of their confidence (capped at 0.9) "
+                                        "are ignored (BDL 50, FDA 66)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:N]."),
+    workers: int = typer.Option(2, help="Decoding workers."),
+    batch_size: int = typer.Option(8, help="Frames per forward pass."),
+) -> None:
+    """Predict trainId labels and confidences of any data set; optionally pseudo-labels (pseudo:OUT/pseudo)."""
+    from .segmentation.evaluate import EvalProtocol
+    from .segmentation.predict import predict, pseudo_labels
+
+    try:
+        scale_list = tuple(float(s) for s in scales.split(","))
+    except ValueError:
+        raise UserError(f"--scales {scales!r}: expected numbers separated by commas") from None
+    predict(run, data, out, EvalProtocol(parse_size(size), None, flip, scale_list), confidence_bits, device, workers,
+            batch_size)
+    typer.echo(f"predictions: {out}/labels, confidences: {out}/confidence (read them as pseudo:{out})")
+    if pseudo is not None:
+        r = pseudo_labels(out, out / "pseudo", pseudo, progress=True)
+        typer.echo(f"pseudo-labels: {out}/pseudo/labels ({100 * r['kept_fraction']:.1f}% of pixels kept; train on "
+                   f"them with mix=pseudo:{out / 'pseudo'})")
+
+
 @app.command("evaluate")
 def evaluate_files(
     pred: Path = typer.Option(..., "--pred", help="Folder of prediction PNGs (trainIds), named like the images."),

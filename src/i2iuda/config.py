@@ -23,6 +23,8 @@ T = TypeVar("T")
 def to_dict(cfg: Any) -> Any:
     if dataclasses.is_dataclass(cfg):
         return {f.name: to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, dict):
+        return {k: to_dict(v) for k, v in cfg.items()}
     if isinstance(cfg, (list, tuple)):
         return [to_dict(v) for v in cfg]
     return cfg
@@ -61,6 +63,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping, got {value!r}")
+        item = typing.get_args(tp)[1] if typing.get_args(tp) else Any
+        if dataclasses.is_dataclass(item):  # e.g. dict[str, SelfTrain]: each value typed
+            return {k: _convert(item, v, f"{where}.{k}") for k, v in value.items()}
         return value
     if origin is typing.Literal:
         if value not in typing.get_args(tp):

@@ -48,7 +48,7 @@ from .translation.methods import method
 from .translation.train import TranslateConfig, with_method_defaults
 
 METRICS_SCHEMA = "i2iuda.study.metrics/2"
-KINDS = ("data", "translate", "apply", "segment", "evaluate", "report")
+KINDS = ("data", "translate", "apply", "segment", "pseudo", "evaluate", "report")
 
 
 @dataclass
@@ -86,11 +86,26 @@ class StudyEval(EvalProtocol):
 
 
 @dataclass
+class SelfTrain:
+    """Self-training on the target (BDL, FDA): pseudo-label target train with the teachers, train a
+    new segmenter on the first teacher's training set plus the pseudo-labelled target, again for
+    each further round with the previous round's model as the teacher."""
+
+    teachers: list[str] = field(default_factory=lambda: ["cyclegan"])  # arms; several: softmax ensemble (MBT)
+    rounds: int = 2  # one arm per round: NAME_r1, NAME_r2, ...
+    percentile: float = 50.0  # per-class confidence percentile (BDL 50, FDA 66), capped at 0.9
+    mix_fraction: float = 0.5  # pseudo-labelled target frames per batch
+    warm_start: bool = False  # start from the teacher's weights instead of the same initialisation
+
+
+@dataclass
 class StudyConfig:
     seed: int = 0
     data: StudyData = field(default_factory=StudyData)
     translate: StudyTranslate = field(default_factory=StudyTranslate)
     segment: SegmentConfig = field(default_factory=SegmentConfig)
+    # self-training arms by name, e.g. {st: {teachers: [cyclegan], rounds: 2}}; see SelfTrain
+    self_train: dict[str, SelfTrain] = field(default_factory=dict)
     oracle: bool = True  # train on target labels too: an upper bound, not a UDA result
     eval: StudyEval = field(default_factory=StudyEval)
     workers: int = 2
@@ -99,8 +114,11 @@ class StudyConfig:
 @dataclass
 class Arm:
     name: str
-    kind: str  # source_only | translation | oracle
-    translate: TranslateConfig | None = None  # translation arms
+    kind: str  # source_only | translation | self_train | oracle
+    translate: TranslateConfig | None = None  # translation arms; a self-training arm: its first teacher's
+    self_train: SelfTrain | None = None  # self-training arms
+    teachers: list[str] = field(default_factory=list)  # self-training: the arms whose models pseudo-label
+    base: str = ""  # self-training: the arm whose training set it trains on (plus the pseudo-labels)
 
     @property
     def semantic_from_study(self) -> bool:  # CyCADA's loss with the study's source-only model as f
@@ -137,6 +155,23 @@ def arms(cfg: StudyConfig) -> list[Arm]:
         base["model"] = {**base.get("model", {}), **{k: v for k, v in over.items() if k not in translate_keys}}
         base.update(method=m, source=s["source_train"], target=s["target_train"], seed=cfg.seed)
         out.append(Arm(name, "translation", with_method_defaults(from_dict(TranslateConfig, base, where))))
+    by_name = {a.name: a for a in out}
+    for name, st in cfg.self_train.items():
+        where = f"self_train.{name}"
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name) or name in by_name or name == "oracle":
+            raise UserError(f"{where}: a new arm name of lower-case letters, digits, - and _")
+        unknown = [t for t in st.teachers if t not in by_name or by_name[t].kind != "translation"]
+        if not st.teachers or unknown:
+            raise UserError(f"{where}.teachers: {unknown or '[]'}: expected translation arms of this study "
+                            f"({', '.join(a.name for a in out if a.kind == 'translation') or 'none'})")
+        if st.rounds < 1 or not 0 < st.percentile <= 100 or not 0 < st.mix_fraction < 1:
+            raise UserError(f"{where}: rounds >= 1, 0 < percentile <= 100, 0 < mix_fraction < 1")
+        base = by_name[st.teachers[0]]
+        teachers = list(st.teachers)
+        for r in range(1, st.rounds + 1):
+            arm = Arm(f"{name}_r{r}", "self_train", base.translate, st, teachers, base.name)
+            out.append(arm)
+            teachers = [arm.name]
     if cfg.oracle:
         out.append(Arm("oracle", "oracle"))
     return out
@@ -151,11 +186,20 @@ def segment_config(cfg: StudyConfig, arm: Arm, run: Path) -> SegmentConfig:
         return replace(cfg.segment, train=s["source_train"], val=s["source_val"])
     if arm.kind == "oracle":
         return replace(cfg.segment, train=s["target_train"], val=s["target_val"])
+    if arm.kind == "self_train":  # the first teacher's training set, the pseudo-labels mixed in
+        seg = segment_config(cfg, arm_named(cfg, arm.base), run)
+        init = str(stage_dir(run, "segment", arm_named(cfg, arm.teachers[0]))) if arm.self_train.warm_start else ""
+        return replace(seg, mix=f"pseudo:{stage_dir(run, 'pseudo', arm)}", mix_fraction=arm.self_train.mix_fraction,
+                       init_from=init)
     t_train, t_val = translated_specs(cfg, run, arm.name)
     if arm.on_the_fly:
         return replace(cfg.segment, train=s["source_train"], val=t_val,
                        **method(arm.translate.method).segment_on_the_fly(arm.translate))
     return replace(cfg.segment, train=t_train, val=t_val)
+
+
+def arm_named(cfg: StudyConfig, name: str) -> Arm:
+    return next(a for a in arms(cfg) if a.name == name)
 
 
 def translated_specs(cfg: StudyConfig, run: Path, arm: str) -> tuple[str, str]:
@@ -178,10 +222,12 @@ def stage_list(cfg: StudyConfig) -> list[tuple[str, Arm | None]]:
     all_arms = arms(cfg)
     translation = [a for a in all_arms if a.kind == "translation"]
     early = [a for a in all_arms[:1] if any(t.semantic_from_study for t in translation)]
+    plain = [a for a in all_arms if a not in early and a.kind != "self_train"]
     return ([("data", None)] + [("segment", a) for a in early]
             + [(k, a) for a in translation for k in ("translate", "apply")]
-            + [("segment", a) for a in all_arms if a not in early] + [("evaluate", a) for a in all_arms]
-            + [("report", None)])
+            + [("segment", a) for a in plain]
+            + [(k, a) for a in all_arms if a.kind == "self_train" for k in ("pseudo", "segment")]
+            + [("evaluate", a) for a in all_arms] + [("report", None)])
 
 
 def stage_name(kind: str, arm: Arm | None) -> str:
@@ -195,7 +241,15 @@ def stage_config(cfg: StudyConfig, kind: str, arm: Arm | None) -> dict:
         return {"seed": cfg.seed, "data": to_dict(cfg.data)}
     if kind == "report":
         return {"all": to_dict(cfg)}
-    translate = {"translate": _translate_identity(arm.translate), "size": cfg.segment.data.size} if arm.translate else {}
+    if arm.kind == "self_train":  # what the teachers depend on, the recipe and the round
+        teachers = [stage_config(cfg, "segment", arm_named(cfg, t)) for t in arm.teachers]
+        pseudo = {**base, "teachers": teachers, "self_train": to_dict(arm.self_train), "arm": arm.kind}
+        if kind == "pseudo":
+            return pseudo
+        if kind == "segment":
+            return {**pseudo, "base": stage_config(cfg, "segment", arm_named(cfg, arm.base))}
+        return {**pseudo, "base": stage_config(cfg, "segment", arm_named(cfg, arm.base)), "eval": to_dict(cfg.eval)}
+    translate = {"translate": to_dict(arm.translate), "size": cfg.segment.data.size} if arm.translate else {}
     if arm.semantic_from_study:  # f is the study's source-only model: its stage is part of this one
         translate["semantic_from"] = stage_config(cfg, "segment", arms(cfg)[0])
     if kind in ("translate", "apply"):
@@ -214,16 +268,23 @@ def stage_config(cfg: StudyConfig, kind: str, arm: Arm | None) -> dict:
     return {**segment, "eval": ev, **judged}
 
 
-def _translate_identity(t: TranslateConfig) -> dict:
-    """A translation arm's config as the stage hash sees it: CyCADA's settings (added to CycleGAN
-    after studies were run) are left out while the loss is off, so finished studies stay valid."""
-    d = to_dict(t)
-    if t.method == "cyclegan" and not d["model"].get("semantic"):
-        d["model"] = {k: v for k, v in d["model"].items() if not k.startswith("semantic")}
-    return d
+# Features added after studies were run, by their switch and its off value: while a feature is off,
+# its switch and every setting named after it (semantic_model, mix_fraction, ...) are left out of
+# the stage hashes, so finished studies stay valid when a feature is added.
+ADDED_FEATURES = {"semantic": 0.0, "mix": "", "init_from": ""}
+
+
+def _without_features_off(obj):
+    if isinstance(obj, list):
+        return [_without_features_off(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    off = [k for k, v in ADDED_FEATURES.items() if k in obj and obj[k] == v]
+    return {k: _without_features_off(v) for k, v in obj.items() if not any(k.startswith(f) for f in off)}
 
 
 def _hash(obj) -> str:
+    obj = _without_features_off(obj)
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -252,7 +313,8 @@ class Stages:
 
 
 def stage_dir(run: Path, kind: str, arm: Arm | None) -> Path | None:
-    folder = {"translate": "translate", "apply": "translated", "segment": "segment", "evaluate": "eval"}.get(kind)
+    folder = {"translate": "translate", "apply": "translated", "segment": "segment", "pseudo": "pseudo",
+              "evaluate": "eval"}.get(kind)
     return run / folder / arm.name if folder else (run / "figures" if kind == "report" else None)
 
 
@@ -338,6 +400,8 @@ def _run_stage(kind: str, arm: Arm | None, cfg: StudyConfig, run: Path, progress
 
         seg, folder = segment_config(cfg, arm, run), stage_dir(run, kind, arm)
         train_segmenter(seg, folder, resume=_can_resume(f"segment:{arm.name}", folder, seg), progress=progress)
+    elif kind == "pseudo":
+        _pseudo(cfg, run, arm, progress)
     elif kind == "evaluate":
         _evaluate(cfg, run, arm, progress)
     elif kind == "report":
@@ -365,6 +429,18 @@ def _apply(cfg: StudyConfig, run: Path, arm: Arm, progress: bool) -> None:
     write_json(out / "about.json", {"description": translator.describe(size), "size": list(size)})
 
 
+def _pseudo(cfg: StudyConfig, run: Path, arm: Arm, progress: bool) -> None:
+    """Pseudo-label target train with the arm's teachers (their mean softmax): RUN/pseudo/ARM/
+    (predictions/ and the thresholded labels/, about.json with the class thresholds)."""
+    from .segmentation.predict import predict, pseudo_labels
+
+    out = stage_dir(run, "pseudo", arm)
+    teachers = [stage_dir(run, "segment", arm_named(cfg, t)) for t in arm.teachers]
+    predict(teachers, specs(cfg)["target_train"], out / "predictions", EvalProtocol(), device=cfg.segment.device,
+            workers=cfg.workers, progress=progress)
+    pseudo_labels(out / "predictions", out, arm.self_train.percentile, progress=progress)
+
+
 def _evaluate(cfg: StudyConfig, run: Path, arm: Arm, progress: bool) -> None:
     """The arm's segmenter on target val (metrics, prediction pictures); for a translation arm
     also the failure gallery: its translated source val frames where the judge (the oracle, else
@@ -376,10 +452,39 @@ def _evaluate(cfg: StudyConfig, run: Path, arm: Arm, progress: bool) -> None:
     out = stage_dir(run, "evaluate", arm)
     run_eval(stage_dir(run, "segment", arm), specs(cfg)["target_val"], out, protocol, pictures=cfg.eval.pictures,
              device=cfg.segment.device, workers=cfg.workers, progress=progress)
-    if arm.kind != "oracle":
+    if arm.kind in ("source_only", "translation"):
         translation_scores(cfg, run, arm, out)
     if arm.kind == "translation":
         failure_gallery(cfg, run, arm, out)
+    if arm.kind == "self_train":
+        pseudo_label_pictures(cfg, run, arm, out)
+
+
+def pseudo_label_pictures(cfg: StudyConfig, run: Path, arm: Arm, out: Path, k: int = 4) -> None:
+    """out/pseudo_labels.png: target train frames with the pseudo-labels the arm trained on (and,
+    where the target train set has labels, as on the synthetic benchmark, their true labels and
+    out/pseudo_quality.json: precision and coverage per class, a diagnostic with labels no
+    real user has)."""
+    from .data import labels as L
+    from .data.datasets import load_pair, read_label
+    from .io import save_png
+    from .pictures import grid
+    from .segmentation.predict import pseudo_label_quality
+
+    pseudo = build_index(f"pseudo:{stage_dir(run, 'pseudo', arm)}")
+    truth = build_index(specs(cfg)["target_train"])
+    true_of = {s.rel: s for s in truth.samples} if truth.labelled else {}
+    rows = []
+    for s in pseudo.samples[:k]:
+        image, _ = load_pair(s, None)
+        row = [image, L.overlay(image, read_label(s.label, "trainid"))]
+        if s.rel in true_of:
+            row.append(L.overlay(image, load_pair(true_of[s.rel], truth.label_format)[1]))
+        rows.append(row)
+    captions = ["target train frame", "pseudo-label (ignore: no colour)"] + (["true label"] if true_of else [])
+    save_png(out / "pseudo_labels.png", grid(rows, height=rows[0][0].shape[0], captions=captions))
+    if truth.labelled:
+        write_json(out / "pseudo_quality.json", pseudo_label_quality(stage_dir(run, "pseudo", arm), truth.spec))
 
 
 def trained_on_frames(cfg: StudyConfig, run: Path, arm: Arm) -> str:
@@ -464,6 +569,14 @@ def collect_metrics(cfg: StudyConfig, run: Path) -> dict:
         done = json.loads((run / "stages.json").read_text()) if (run / "stages.json").exists() else {}
         if arm.translate is not None and method(arm.translate.method).TRAINS and f"translate:{arm.name}" in done:
             rows[arm.name]["translator_seconds"] = done[f"translate:{arm.name}"]["seconds"]
+        pq = stage_dir(run, "evaluate", arm) / "pseudo_quality.json"
+        about = stage_dir(run, "pseudo", arm) / "about.json" if arm.kind == "self_train" else None
+        if about is not None and about.exists():  # what the arm's pseudo-labels were
+            a = json.loads(about.read_text())
+            q = json.loads(pq.read_text()) if pq.exists() else {}
+            rows[arm.name]["pseudo_labels"] = {"kept_fraction": a["kept_fraction"], "thresholds": a["thresholds"],
+                                               "precision": q.get("precision"), "coverage": q.get("coverage"),
+                                               "per_class": q.get("per_class")}
         gallery = stage_dir(run, "evaluate", arm) / "failures.json"
         if gallery.exists():
             rows[arm.name]["failure_agreement"] = json.loads(gallery.read_text())["mean_agreement"]
@@ -484,7 +597,7 @@ def manifest(cfg: StudyConfig, run: Path) -> dict:
     rows = []
     for arm in arms(cfg):
         row = {"name": arm.name, "kind": arm.kind, "segment": f"segment/{arm.name}", "eval": f"eval/{arm.name}"}
-        if arm.translate is not None:
+        if arm.kind == "translation":
             about = stage_dir(run, "apply", arm) / "about.json"
             t = arm.translate
             length = f"{t.epochs * t.steps_per_epoch} steps" if t.steps_per_epoch else f"{t.epochs} epochs"
@@ -495,6 +608,13 @@ def manifest(cfg: StudyConfig, run: Path) -> dict:
                 desc += "; applied on the fly in segmenter training"
             row.update(method=t.method, description=desc, translate=f"translate/{arm.name}",
                        translated=f"translated/{arm.name}", on_the_fly=arm.on_the_fly)
+        if arm.kind == "self_train":
+            st, r = arm.self_train, arm.name.rsplit("_r", 1)[1]
+            row.update(description=f"self-training round {r}: pseudo-labels of target train from "
+                                   f"{' + '.join(arm.teachers)} ({st.percentile:g}th percentile per class, capped at "
+                                   f"0.9), mixed {st.mix_fraction:g} into each batch of {arm.base}'s training set; "
+                                   f"{'warm start from the teacher' if st.warm_start else 'same initialisation as ' + arm.base}, "
+                                   f"selected on {arm.base}'s translated source val", pseudo=f"pseudo/{arm.name}")
         rows.append(row)
     return {"name": run.name, "seed": cfg.seed, "specs": specs(cfg), "judge": judge(cfg),
             "segmenter": f"{seg.model.arch}-{seg.model.backbone}, {seg.epochs} epochs, size {seg.data.size[0]}x"
@@ -508,6 +628,6 @@ def results_table(metrics: dict) -> str:
     rows = [f"{'arm':24s} {'PA':>6s} {'MPA':>6s} {'mIoU':>6s} {'FWIoU':>6s} {'gap closed':>10s}"]
     for name, m in metrics.get("arms", {}).items():
         label = name + (" (upper bound)" if name == "oracle" else "")
-        gap = "" if m["gap_closed"] is None or m["kind"] != "translation" else f"{100 * m['gap_closed']:.1f}%"
+        gap = "" if m["gap_closed"] is None or m["kind"] in ("source_only", "oracle") else f"{100 * m['gap_closed']:.1f}%"
         rows.append(f"{label:24s} {m['PA']:6.2f} {m['MPA']:6.2f} {m['mIoU']:6.2f} {m['FWIoU']:6.2f} {gap:>10s}")
     return "\n".join(rows)

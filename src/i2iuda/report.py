@@ -186,7 +186,7 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     for name in ranked_arms(metrics):
         v = rows[name]
         delta = f"{v['delta_mIoU']:+.2f}" if name != "source_only" else ""
-        gap = pct(v["gap_closed"]) if v["kind"] == "translation" else ""
+        gap = pct(v["gap_closed"]) if v["kind"] not in ("source_only", "oracle") else ""
         md.append(f"| {nice(name)} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | {v['FWIoU']:.2f} | "
                   f"{delta} | {gap} |")
     md += translation_quality(rows, lambda v, k=1.0, d=2: "" if v is None else f"{k * v:.{d}f}")
@@ -205,6 +205,8 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     md += ["", "In brackets: the arm minus source-only. Classes absent from both the ground truth and the "
            "predictions are n/a and left out of the means.", ""]
     for name, a in arms.items():
+        if a["kind"] == "self_train":
+            md += self_train_section(run, name, a, rows[name])
         if a["kind"] != "translation":
             continue
         md += [f"## Arm {name}", "", a["description"], ""]
@@ -231,6 +233,27 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     atomic_write_text(md_path, text)
     atomic_write_text(html_path, to_html(text, run, title=f"i2iuda study: {study['name']}"))
     return md_path, html_path
+
+
+def self_train_section(run: Path, name: str, arm: dict, row: dict) -> list[str]:
+    """A self-training arm: its recipe, its pseudo-labels beside the frames, and (where target train
+    labels exist: the synthetic benchmark) their precision and coverage per class."""
+    md = [f"## Arm {name}", "", arm["description"] + ".", ""]
+    pl = row.get("pseudo_labels") or {}
+    if pl:
+        md += [f"{100 * pl['kept_fraction']:.1f}% of the target train pixels got a pseudo-label; the rest are ignored.", ""]
+    if (run / arm["eval"] / "pseudo_labels.png").is_file():
+        md += [f"![{name} pseudo-labels]({arm['eval']}/pseudo_labels.png)", ""]
+    if pl.get("per_class"):
+        md += ["**Pseudo-label quality** (a diagnostic with target train labels, which only the synthetic benchmark "
+               f"has; nothing was selected with it): precision {pl['precision']:.1f}%, coverage {pl['coverage']:.1f}%. "
+               "Precision: of the pixels labelled c, the share truly c (low = confident mistakes that self-training "
+               "reinforces). Coverage: of the pixels truly c, the share that got a label.", "",
+               "| class | threshold | precision (%) | coverage (%) |", "|---|---|---|---|"]
+        f = lambda v: "n/a" if v is None else f"{v:.1f}"
+        md += [f"| {c} | {t:.2f} | {f(q['precision'])} | {f(q['coverage'])} |"
+               for (c, q), t in zip(pl["per_class"].items(), pl["thresholds"])] + [""]
+    return md
 
 
 def translation_quality(rows: dict, fmt) -> list[str]:
@@ -306,7 +329,7 @@ def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
         md.append(f"| {nice(name)} | {ms(r['mIoU'])} | {r['mIoU']['min']:.2f} – {r['mIoU']['max']:.2f} | "
                   f"{ms(r['PA'])} | {ms(r['MPA'])} | {ms(r['FWIoU'])} | "
                   f"{ms(r['delta_mIoU']) if name != 'source_only' else ''} | "
-                  f"{ms(r['gap_closed'], 100) if r['kind'] == 'translation' else ''} |")
+                  f"{ms(r['gap_closed'], 100) if r['kind'] not in ('source_only', 'oracle') else ''} |")
     md += ["", "## Paired differences", "",
            "Each seed trains every arm, so arms are compared seed by seed: the difference of mIoU on the same "
            "seed, then its mean and std over seeds, and the 95% confidence interval of the mean difference "
@@ -378,7 +401,7 @@ def compare_runs(runs: list[Path], out: Path) -> Path:
         # a multi-seed run (schema aggregate/1) shows mean ± std
         f = lambda x, k=1: f"{k * x['mean']:.2f} ± {k * x['std']:.2f}" if isinstance(x, dict) else f"{k * x:.2f}"
         for name, v in m["arms"].items():
-            gap = f(v["gap_closed"], 100) + "%" if v["kind"] == "translation" and v["gap_closed"] is not None else ""
+            gap = f(v["gap_closed"], 100) + "%" if v["kind"] not in ("source_only", "oracle") and v["gap_closed"] is not None else ""
             md.append(f"| {Path(r).name} | {nice(name)} | {f(v['PA'])} | {f(v['MPA'])} | {f(v['mIoU'])} | "
                       f"{f(v['FWIoU'])} | {gap} |")
     text = "\n".join(md) + "\n"

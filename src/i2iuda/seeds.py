@@ -99,6 +99,9 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
             rows[a]["translation"] = {k: summary([p["translation"].get(k) for p in per])
                                       for k in per[0]["translation"] if k not in ("N", "KID_std")}
             rows[a]["translation"]["N"] = per[0]["translation"].get("N")
+        if all("pseudo_labels" in p for p in per):
+            rows[a]["pseudo_labels"] = {k: summary([p["pseudo_labels"][k] for p in per])
+                                        for k in ("kept_fraction", "precision", "coverage")}
         for k in ("failure_agreement", "translator_seconds"):
             if all(k in p for p in per):
                 rows[a][k] = summary([p[k] for p in per])
@@ -144,7 +147,7 @@ def seeds_table(metrics: dict) -> str:
     for name in ranked_arms(metrics):
         r = metrics["arms"][name]
         m, g = r["mIoU"], r["gap_closed"]
-        gap = f"{100 * g['mean']:5.1f} ± {100 * g['std']:4.1f}%" if g and r["kind"] == "translation" else ""
+        gap = f"{100 * g['mean']:5.1f} ± {100 * g['std']:4.1f}%" if g and r["kind"] not in ("source_only", "oracle") else ""
         rows.append(f"{name:24s} {m['mean']:6.2f} ± {m['std']:5.2f} {m['min']:6.2f}-{m['max']:<6.2f} {gap:>16s}")
     rows.append("paired mIoU differences (a - b over the same seeds):")
     for p in metrics["paired_mIoU"]:

@@ -9,6 +9,9 @@ A data set is named by a *spec*, on the command line and in configs alike:
     synthia:/data/RAND_CITYSCAPES              all of SYNTHIA
     folder:/data/my_frames                     every image below a folder, unlabelled
     synthetic:runs/bench:target-val            the built-in benchmark (see synthetic.py)
+    pseudo:runs/st/pseudo/round1               frames with labels written by i2iuda (``segment predict``,
+                                               pseudo-labels): DIR/about.json names the frames' own
+                                               spec, DIR/labels/ holds one trainId PNG per frame
 
 GTA5 and SYNTHIA have no official validation split: ``train`` and ``val`` are a fixed holdout
 chosen by a hash of each file name (``val_fraction`` of the frames, 10% by default), so the
@@ -31,7 +34,7 @@ from . import labels as L
 
 log = logging.getLogger(__name__)
 
-KINDS = ("gta5", "cityscapes", "synthia", "folder", "synthetic")
+KINDS = ("gta5", "cityscapes", "synthia", "folder", "synthetic", "pseudo")
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Frames of the public GTA5 release that are blank (all black or all white): left out.
 GTA5_BLANK_FRAMES = frozenset({"15188.png", "17705.png"})
@@ -106,7 +109,7 @@ class Index:
 
     spec: DataSpec
     samples: list[Sample]
-    label_format: str | None  # "gta5" | "cityscapes" | "synthia" | None (unlabelled)
+    label_format: str | None  # "gta5" | "cityscapes" | "synthia" | "trainid" | None (unlabelled)
     problems: list[str] = field(default_factory=list)
     root: Path = Path(".")  # the folder that Sample.rel is relative to
 
@@ -202,6 +205,37 @@ def _index_synthia(spec: DataSpec, problems: list[str]) -> list[Sample]:
     return _pair(spec, _list_images(root / "RGB"), lambda p: root / "GT" / "LABELS" / p.name, problems, root)
 
 
+def label_path(folder: Path, rel: str) -> Path:
+    """Where a label written by i2iuda for frame ``rel`` lives: its relative path, as a PNG."""
+    return folder / Path(rel).with_suffix(".png")
+
+
+def _index_pseudo(spec: DataSpec) -> Index:
+    """Frames of another data set paired with trainId labels that i2iuda wrote (DIR/labels/);
+    frames without a label are left out and reported. The split of the spec is not used."""
+    import json
+
+    root = Path(spec.root)
+    about = root / "about.json"
+    if not about.is_file():
+        raise DataError(f"{spec}: no {about} (write one with 'i2iuda segment predict ... --out {root}')")
+    try:
+        frames = json.loads(about.read_text())["data"]
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{about}: not an i2iuda prediction folder (no \"data\" spec)") from None
+    inner = build_index(frames)
+    samples, problems = [], list(inner.problems)
+    for s in inner.samples:
+        lbl = label_path(root / "labels", s.rel)
+        if lbl.is_file():
+            samples.append(Sample(s.image, lbl, s.rel))
+    if len(samples) < len(inner.samples):
+        problems.append(f"{len(inner.samples) - len(samples)} frame(s) of {frames} without a label in {root / 'labels'}, left out")
+    if not samples:
+        raise DataError(f"{spec}: no labels under {root / 'labels'}")
+    return Index(spec, _subset(samples, spec.limit, spec.seed), "trainid", problems, inner.root)
+
+
 def build_index(spec: DataSpec | str) -> Index:
     """List a data set's frames (deterministically: sorted, then split, then subsetted)."""
     spec = parse_spec(spec)
@@ -212,6 +246,8 @@ def build_index(spec: DataSpec | str) -> Index:
         inner = build_index(replace(spec, kind=layout, root=str(Path(spec.root) / sub), split=split))
         inner.spec = spec
         return inner
+    if spec.kind == "pseudo":
+        return _index_pseudo(spec)
     problems: list[str] = []
     if spec.kind == "gta5":
         samples, fmt = _holdout(_index_gta5(spec, problems), spec.split, spec.val_fraction), "gta5"
@@ -245,6 +281,16 @@ def read_label(path: Path, fmt: str, unknown: list[int] | None = None) -> np.nda
     """-> HxW uint8 trainIds (255 = ignore). GTA5 labels stored as RGB colours (some
     redistributed copies) are read through the official colour table; pixels of a colour not in
     it become ignore, and their number is appended to ``unknown`` (for ``data check``)."""
+    if fmt == "trainid":  # written by i2iuda: 8-bit trainIds, 255 = ignore, no remapping
+        try:
+            with Image.open(path) as img:
+                if img.mode not in ("L", "P"):
+                    raise DataError(f"{path}: trainId label is a {img.mode} image; expected 8-bit grey")
+                return np.array(img)
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"{path}: unreadable label ({e})") from None
     if fmt == "synthia":
         # 16-bit PNG that PIL cannot decode; OpenCV returns BGR, the class id is in red.
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)

@@ -54,3 +54,30 @@ class Seeded(torch.utils.data.Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(draw)
             return self.dataset[index]
+
+
+class MixedStreamSampler(torch.utils.data.Sampler):
+    """Batches with fixed shares of several data sets (self-training: translated source and
+    pseudo-labelled target). ``parts`` = [(frames, frames per batch), ...]; each part is its own
+    StreamSampler (the first with ``seed``, so one part alone is the plain stream), and its
+    indices are offset into the ConcatDataset of the parts, in order. Position-based like
+    StreamSampler: a resumed run sees the same frames and augmentations."""
+
+    def __init__(self, parts: list[tuple[int, int]], seed: int, start_step: int, total_steps: int,
+                 rank: int = 0, world: int = 1):
+        self.parts = [(n, b) for n, b in parts if b > 0]
+        self.offsets = np.cumsum([0] + [n for n, _ in parts])[:-1][[i for i, (_, b) in enumerate(parts) if b > 0]]
+        self.streams = [StreamSampler(n, b, seed + 7919 * i, start_step, total_steps, rank, world)
+                        for i, (n, b) in enumerate(parts) if b > 0]
+        self.batch = sum(b for _, b in self.parts)
+
+    def __len__(self) -> int:
+        return len(self.streams[0]) // self.streams[0].batch * self.batch if self.streams else 0
+
+    def __iter__(self):
+        iters = [iter(s) for s in self.streams]
+        for _ in range(len(self) // max(self.batch, 1)):
+            for it, (_, b), off in zip(iters, self.parts, self.offsets):
+                for _ in range(b):
+                    draw, index = next(it)
+                    yield draw, int(off) + index

@@ -18,7 +18,7 @@ import torch.nn.functional as nnf
 from ..config import resolve_run_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.labels import IGNORE
-from ..data.sampling import Seeded, StreamSampler
+from ..data.sampling import MixedStreamSampler, Seeded
 from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
 from ..checkpoint import save_weights
@@ -69,6 +69,11 @@ class SegmentConfig:
     # of a random frame of this (unlabelled) target set; "" = off. See translation/fda.py.
     fda_target: str = ""
     fda_beta: float = 0.01
+    # Self-training: a second labelled set (pseudo-labelled target frames, ``pseudo:DIR``) in every
+    # batch, ``mix_fraction`` of its frames (rounded); "" = off. Epoch length follows ``train``.
+    mix: str = ""
+    mix_fraction: float = 0.5
+    init_from: str = ""  # a 'segment train' run whose best weights start this one (warm start); "" = fresh
 
 
 def resolve_config(run: Path, config, overrides: list[str], resume: bool) -> SegmentConfig:
@@ -88,6 +93,10 @@ class SegmentTrainer(Trainer):
         self.cfg, self.rt, self.val_index, self.run = cfg, rt, val_index, run
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model).to(rt.device)
+        if cfg.init_from:
+            from .models import load_trained
+
+            model.load_state_dict(load_trained(cfg.init_from, rt.device)[0].state_dict())
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if rt.distributed and cfg.model.sync_bn:
@@ -171,16 +180,28 @@ def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, s
         raise UserError(f"val {cfg.val}: has no labels (model selection needs a labelled source split)")
     restyle = fda.OnTheFly(cfg.fda_target, cfg.fda_beta) if cfg.fda_target else None
     train_ds = SegmentationDataset(train_index, train_transform(aug, restyle))
+    parts, sets, name = [(len(train_ds), d.batch_size)], [train_ds], f"{len(train_ds)} train"
+    if cfg.mix:
+        if not 0 < cfg.mix_fraction < 1:
+            raise UserError(f"mix_fraction={cfg.mix_fraction}: expected a fraction strictly between 0 and 1")
+        mix_index = build_index(cfg.mix)
+        if not mix_index.labelled:
+            raise UserError(f"mix {cfg.mix}: has no labels")
+        k = min(max(round(d.batch_size * cfg.mix_fraction), 1), d.batch_size - 1)
+        mix_ds = SegmentationDataset(mix_index, train_transform(aug))  # no FDA restyling: these are target frames
+        parts, sets = [(len(train_ds), d.batch_size - k), (len(mix_ds), k)], [train_ds, mix_ds]
+        name += f" + {len(mix_ds)} mixed in ({k} of {d.batch_size} a batch)"
+    data = torch.utils.data.ConcatDataset(sets)
     per_epoch = cfg.steps_per_epoch or max(len(train_ds) // (d.batch_size * rt.world_size), 1)
     total = cfg.epochs * per_epoch
     trainer = SegmentTrainer(cfg, rt, total, val_index, run)
 
     def make_loader(start: int, end: int):
-        sampler = StreamSampler(len(train_ds), d.batch_size, cfg.seed, start, end, rt.rank, rt.world_size)
-        return torch.utils.data.DataLoader(Seeded(train_ds), batch_size=d.batch_size, sampler=sampler,
+        sampler = MixedStreamSampler(parts, cfg.seed, start, end, rt.rank, rt.world_size)
+        return torch.utils.data.DataLoader(Seeded(data), batch_size=d.batch_size, sampler=sampler,
                                            num_workers=d.workers, pin_memory=rt.device.type == "cuda",
                                            drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
 
     schedule = Schedule(total, per_epoch, cfg.log_every, cfg.checkpoint_every)
     return train_loop(trainer, make_loader, run, cfg, rt, schedule, resume, stop_at_step, progress,
-                      name=f"segment ({len(train_ds)} train / {len(val_index.samples)} val frames)")
+                      name=f"segment ({name} / {len(val_index.samples)} val frames)")
