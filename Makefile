@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/i2iuda run --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) runs

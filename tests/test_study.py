@@ -120,12 +120,23 @@ def test_study_end_to_end(tmp_path):
     assert json.loads((run / "stages.json").read_text())["segment:oracle"] == stages2["segment:oracle"]
 
 
-def test_adding_an_arm_runs_only_that_arm(tmp_path):
+SMALL = "translate.settings.cyclegan={data: {size: [16, 32]}, model: {d_layers: 1}}"  # smaller than the segmenter
+
+
+@pytest.fixture(scope="module")
+def base_study(tmp_path_factory):
+    """A finished tiny study without the oracle (source-only and CycleGAN) that tests add arms to
+    (each test's assertions hold whichever other test added its arms first)."""
+    tmp = tmp_path_factory.mktemp("base")
+    run_study(tiny(tmp, "oracle=false", SMALL, "eval.kid_fid=4"), tmp / "run", progress=False)
+    return tmp
+
+
+def test_adding_an_arm_runs_only_that_arm(base_study):
     from PIL import Image
 
+    tmp_path, small = base_study, SMALL
     run = tmp_path / "run"
-    small = "translate.settings.cyclegan={data: {size: [16, 32]}, model: {d_layers: 1}}"  # smaller than the segmenter
-    run_study(tiny(tmp_path, "oracle=false", small, "eval.kid_fid=4"), run, progress=False)
     # translated at the size the segmenter consumes (32x64), not the translator's training size
     assert {Image.open(p).size for p in (run / "translated" / "cyclegan").rglob("images/*.png")} == {(64, 32)}
     before = json.loads((run / "stages.json").read_text())
@@ -246,16 +257,22 @@ def test_two_seed_study_aggregates_and_reports(tmp_path):
     assert (tmp_path / "seeds" / "seed_0" / "stages.json").read_text() == before
 
 
-def test_self_training_arms_pseudo_label_with_the_previous_round(tmp_path):
+def test_self_training_arms_pseudo_label_with_the_previous_round(base_study):
     from i2iuda.experiment import stage_list
     from i2iuda.errors import UserError
 
-    cfg = tiny(tmp_path, "oracle=false", "self_train={st: {teachers: [cyclegan], rounds: 2, percentile: 66}}")
+    tmp_path = base_study
+    run = tmp_path / "run"
+    cfg = tiny(tmp_path, "oracle=false", SMALL, "eval.kid_fid=4",
+               "self_train={st: {teachers: [cyclegan], rounds: 2, percentile: 66}}")
     order = [f"{k}:{a.name}" if a else k for k, a in stage_list(cfg)]
     assert order[order.index("segment:cyclegan") + 1:order.index("evaluate:source_only")] == [
         "pseudo:st_r1", "segment:st_r1", "pseudo:st_r2", "segment:st_r2"]
-    run = tmp_path / "run"
+    before = json.loads((run / "stages.json").read_text())
     m = run_study(cfg, run, progress=False)
+    after = json.loads((run / "stages.json").read_text())
+    assert {k for k in after if before.get(k) != after[k]} == {
+        f"{k}:st_r{r}" for k in ("pseudo", "segment", "evaluate") for r in (1, 2)} | {"report"}
     assert list(m["arms"]) == ["source_only", "cyclegan", "st_r1", "st_r2"]
     # round 1 pseudo-labels with the adapted arm, round 2 with round 1; both train on cyclegan's
     # translated source plus their pseudo-labels, selected on its translated source val

@@ -4,7 +4,8 @@ evaluated on the target val set.
 Arms are data (``translate.methods``): each translation arm names a method and its settings,
 gives one translated source set and one segmenter trained on it ("adapted"). Source-only (a
 segmenter on raw source) and the oracle (on target labels: an upper bound, not a UDA result) are
-arms too. A method that applies on the fly (FDA) trains its segmenter on raw source restyled
+arms too, and each round of self-training (``self_train``: pseudo-labelled target frames mixed
+into an adapted arm's training set) is one. A method that applies on the fly (FDA) trains its segmenter on raw source restyled
 as each frame is drawn, and translates only the source val split offline (checkpoint
 selection, pictures).
 
@@ -15,8 +16,12 @@ Stages, in order, each writing into the run folder (ARM = an arm's name):
     apply:ARM         translate source train and val at the segmenter's input size, and picture
                       what the translator does                         RUN/translated/ARM/
     segment:ARM       DeepLab for every arm, selected on (translated) source val   RUN/segment/ARM/
-    evaluate:ARM      every arm on the target val set, prediction pictures, and for translation
-                      arms the failure gallery                         RUN/eval/ARM/
+    pseudo:ARM        a self-training arm's pseudo-labels of target train, from its teachers
+                      (then its segment stage)                         RUN/pseudo/ARM/
+    evaluate:ARM      every arm on the target val set, prediction pictures; for source-only and
+                      translation arms the translation scores (FCN-score, KID/FID), for
+                      translation arms the failure gallery, for self-training arms pictures of
+                      their pseudo-labels                              RUN/eval/ARM/
     report            RUN/metrics.json, RUN/study.json, RUN/report.md and report.html (reads files only)
 
 A stage is skipped on re-run when RUN/stages.json records it done with the same config hash,

@@ -98,7 +98,8 @@ def predict(runs: list[str | Path], data: str, out: str | Path, protocol: EvalPr
                        for m in models) / views
             for k, i in enumerate(item["index"].tolist()):
                 s = todo[i]
-                w, h = Image.open(s.image).size
+                with Image.open(s.image) as img:  # the frame's own size, from its header
+                    w, h = img.size
                 p = nnf.interpolate(prob[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)[0]
                 top, cls = p.max(0)
                 save_png(label_path(conf, s.rel), (top.clamp(0, 1) * scale).round().cpu().numpy()
