@@ -272,15 +272,15 @@ def translation_quality(rows: dict, fmt) -> list[str]:
               if n else "not computed in this run (`eval.kid_fid: N` turns them on). ")
            + "**FCN-score**: the oracle segmenter, trained on *target labels*, on these frames against their source "
            "labels (Isola et al.): a diagnostic that uses labels no UDA user has, never used to select anything. "
-           "**Agreement**: the failure gallery's mean pixel agreement (the same judge, first 200 frames). "
+           "(FCN-score PA is what the failure gallery ranks frames by, pooled over all frames.) "
            "Lower KID/FID and higher FCN-score mean more target-like frames that keep their labels' meaning.", "",
-           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | agreement (%) | translator training (s) |",
-           "|---|---|---|---|---|---|---|"]
+           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | translator training (s) |",
+           "|---|---|---|---|---|---|"]
     for a in scored:
         t, r = rows[a]["translation"], rows[a]
         out.append(f"| {nice(a)}{' (raw source)' if a == 'source_only' else ''} | {fmt(t.get('KID'))} | "
                    f"{fmt(t.get('FID'), d=1)} | {fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | "
-                   f"{fmt(r.get('failure_agreement'), d=1)} | {fmt(r.get('translator_seconds'), d=0)} |")
+                   f"{fmt(r.get('translator_seconds'), d=0)} |")
     return out
 
 
