@@ -259,6 +259,14 @@ def segment_train(
                f"best source-val mIoU {s['best_val_mIoU']:.2f}; run folder: {out}")
 
 
+def parse_scales(text: str) -> tuple[float, ...]:
+    """--scales '0.75,1.0,1.25' -> (0.75, 1.0, 1.25)."""
+    try:
+        return tuple(float(s) for s in text.split(","))
+    except ValueError:
+        raise UserError(f"--scales {text!r}: expected numbers separated by commas") from None
+
+
 @segment_app.command("eval")
 def segment_eval(
     run: Path = typer.Option(..., "--run", help="A segment-train run folder (its best checkpoint is used)."),
@@ -278,10 +286,7 @@ def segment_eval(
     """Evaluate a trained model: PA, MPA, mIoU, FWIoU and per-class IoU over the whole set."""
     from .segmentation.evaluate import EvalProtocol, class_subset, run_eval
 
-    try:
-        scale_list = tuple(float(s) for s in scales.split(","))
-    except ValueError:
-        raise UserError(f"--scales {scales!r}: expected numbers separated by commas") from None
+    scale_list = parse_scales(scales)
     class_subset(classes)
     protocol = EvalProtocol(parse_size(size), parse_size(slide, "--slide"), flip, scale_list, classes)
     r = run_eval(run, data, out, protocol, save_predictions, pictures, device, workers, batch_size=batch_size)
@@ -309,10 +314,7 @@ def segment_predict(
     from .segmentation.evaluate import EvalProtocol
     from .segmentation.predict import predict, pseudo_labels
 
-    try:
-        scale_list = tuple(float(s) for s in scales.split(","))
-    except ValueError:
-        raise UserError(f"--scales {scales!r}: expected numbers separated by commas") from None
+    scale_list = parse_scales(scales)
     predict(run, data, out, EvalProtocol(parse_size(size), None, flip, scale_list), confidence_bits, device, workers,
             batch_size)
     typer.echo(f"predictions: {out}/labels, confidences: {out}/confidence (read them as pseudo:{out})")

@@ -558,6 +558,7 @@ def failure_gallery(cfg: StudyConfig, run: Path, arm: Arm, out: Path, n_frames: 
 def collect_metrics(cfg: StudyConfig, run: Path) -> dict:
     """RUN/metrics.json (schema i2iuda.study.metrics/2): one row per arm, from RUN/eval/ARM/."""
     rows: dict[str, Any] = {}
+    done = json.loads((run / "stages.json").read_text()) if (run / "stages.json").exists() else {}
     for arm in arms(cfg):
         r = json.loads((stage_dir(run, "evaluate", arm) / "metrics.json").read_text())
         rows[arm.name] = {"kind": arm.kind, "method": arm.translate.method if arm.translate else None,
@@ -571,7 +572,6 @@ def collect_metrics(cfg: StudyConfig, run: Path) -> dict:
                 "fcn_score_PA": t["fcn_score"]["PA"] if t.get("fcn_score") else None,
                 "KID": kf.get("KID"), "KID_std": kf.get("KID_std"), "FID": kf.get("FID"),
                 "N": [kf["N_fake"], kf["N_real"]] if "N_fake" in kf else None}
-        done = json.loads((run / "stages.json").read_text()) if (run / "stages.json").exists() else {}
         if arm.translate is not None and method(arm.translate.method).TRAINS and f"translate:{arm.name}" in done:
             rows[arm.name]["translator_seconds"] = done[f"translate:{arm.name}"]["seconds"]
         pq = stage_dir(run, "evaluate", arm) / "pseudo_quality.json"
