@@ -6,9 +6,14 @@ padding, activation, optimiser, loss, other), plus the data pipeline's time per 
     python benchmarks/profile_steps.py                            # the CPU demo's presets
     python benchmarks/profile_steps.py --study runs/demo          # + its stage times (study.json)
     python benchmarks/profile_steps.py --json before.json         # save, to compare after a change
+    python benchmarks/profile_steps.py --translate configs/cyclegan_paper.yaml --translate-size 128x128 \
+        --only cyclegan                                           # the paper's nets
 
 Wall times are medians over --steps steps after --warmup; the op table is summed over the timed
-steps (self CPU time; on CUDA, self device time).
+steps (self CPU time). Each step also gets its FLOPs (torch.utils.flop_counter, forward and
+backward) and the rate it achieves, beside this machine's measured rate for one large
+convolution (the practical ceiling on CPU): a step near that ceiling is compute-bound, and no
+change that keeps its arithmetic can make it much faster.
 """
 from __future__ import annotations
 
@@ -40,7 +45,29 @@ def kind_of(name: str) -> str:
     return "other"
 
 
+def conv_ceiling_gflops(repeats: int = 10) -> float:
+    """GFLOP/s of one large 3x3 convolution (256 -> 256 channels, 64x64, batch 8): what this
+    machine's convolution kernels reach on a shape that suits them."""
+    conv, x = torch.nn.Conv2d(256, 256, 3, padding=1), torch.randn(8, 256, 64, 64)
+    with torch.no_grad():
+        for _ in range(2):
+            conv(x)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            conv(x)
+    return 2 * 8 * 64 * 64 * 256 * 256 * 9 / ((time.perf_counter() - t0) / repeats) / 1e9
+
+
+def step_flops(step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    return fc.get_total_flops()
+
+
 def profile_step(step, steps: int, warmup: int) -> dict:
+    flops = step_flops(step)
     for _ in range(warmup):
         step()
     times = []
@@ -55,7 +82,9 @@ def profile_step(step, steps: int, warmup: int) -> dict:
             by_kind[kind_of(e.key)] = by_kind.get(kind_of(e.key), 0.0) + e.self_cpu_time_total / 1e6
     total = sum(by_kind.values())
     wall = sum(times)
-    return {"seconds_per_step": statistics.median(times),
+    median = statistics.median(times)
+    return {"seconds_per_step": median, "gflop_per_step": round(flops / 1e9, 2),
+            "achieved_gflops": round(flops / median / 1e9, 1),
             "ops_seconds_share": {k: round(v / wall, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "python_and_framework_share": round(max(wall - total, 0.0) / wall, 3)}
 
@@ -112,16 +141,22 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--translate-size", help="HxW for the translator step (default: its preset's size)")
+    p.add_argument("--only", choices=["cyclegan", "segmenter"], help="profile one step only")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    out: dict = {"torch": torch.__version__, "threads": torch.get_num_threads()}
-    step, tcfg = cyclegan_step(a.translate, None)
-    out["cyclegan_step"] = profile_step(step, a.steps, a.warmup)
-    step, scfg = segmenter_step(a.segment)
-    out["segmenter_step"] = profile_step(step, max(a.steps // 2, 3), 2)
-    if Path(a.data).is_dir():
+    out: dict = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                 "conv_ceiling_gflops": round(conv_ceiling_gflops(), 1)}
+    size = tuple(int(v) for v in a.translate_size.split("x")) if a.translate_size else None
+    if a.only != "segmenter":
+        step, tcfg = cyclegan_step(a.translate, size)
+        out["cyclegan_step"] = profile_step(step, a.steps, a.warmup)
+    if a.only != "cyclegan":
+        step, scfg = segmenter_step(a.segment)
+        out["segmenter_step"] = profile_step(step, max(a.steps // 2, 3), 2)
+    if Path(a.data).is_dir() and a.only is None:
         out["data_seconds_per_batch"] = {
             "translator": data_time(f"synthetic:{a.data}:source-train", tcfg.data.size, 2 * tcfg.data.batch_size, 20),
             "segmenter": data_time(f"synthetic:{a.data}:source-train", scfg.data.size, scfg.data.batch_size, 10,

@@ -354,7 +354,8 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
     last = max((i for i, n in enumerate(names) if stop_after in (n, n.split(":")[0])), default=len(names))
     for i, ((kind, arm), name) in enumerate(zip(todo, names)):
         h = _hash(stage_config(cfg, kind, arm))
-        if stages.done(name, h):
+        folder = stage_dir(run, kind, arm)
+        if stages.done(name, h) and (folder is None or folder.exists()):  # a deleted folder is redone
             console.print(f"[dim]stage {name}: done, skipped[/dim]")
         else:
             console.print(f"[bold]stage {name}[/bold]")
@@ -486,7 +487,7 @@ def pseudo_label_pictures(cfg: StudyConfig, run: Path, arm: Arm, out: Path, k: i
         if s.rel in true_of:
             row.append(L.overlay(image, load_pair(true_of[s.rel], truth.label_format)[1]))
         rows.append(row)
-    captions = ["target train frame", "pseudo-label (ignore: no colour)"] + (["true label"] if true_of else [])
+    captions = ["target train frame", "pseudo-label"] + (["true label"] if true_of else [])
     save_png(out / "pseudo_labels.png", grid(rows, height=rows[0][0].shape[0], captions=captions))
     if truth.labelled:
         write_json(out / "pseudo_quality.json", pseudo_label_quality(stage_dir(run, "pseudo", arm), truth.spec))

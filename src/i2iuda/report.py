@@ -243,7 +243,8 @@ def self_train_section(run: Path, name: str, arm: dict, row: dict) -> list[str]:
     if pl:
         md += [f"{100 * pl['kept_fraction']:.1f}% of the target train pixels got a pseudo-label; the rest are ignored.", ""]
     if (run / arm["eval"] / "pseudo_labels.png").is_file():
-        md += [f"![{name} pseudo-labels]({arm['eval']}/pseudo_labels.png)", ""]
+        md += ["Target train frames, their pseudo-labels (uncoloured: ignored) and, where they exist, their true labels:", "",
+               f"![{name} pseudo-labels]({arm['eval']}/pseudo_labels.png)", ""]
     if pl.get("per_class"):
         md += ["**Pseudo-label quality** (a diagnostic with target train labels, which only the synthetic benchmark "
                f"has; nothing was selected with it): precision {pl['precision']:.1f}%, coverage {pl['coverage']:.1f}%. "

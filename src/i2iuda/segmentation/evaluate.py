@@ -153,7 +153,7 @@ def evaluate(model: torch.nn.Module, data: str | Index, rt: Runtime, protocol: E
 
 @torch.no_grad()
 def frame_agreement(model: torch.nn.Module, data: str | Index, size: tuple[int, int], rt: Runtime,
-                    n_frames: int) -> list[dict]:
+                    n_frames: int, batch_size: int = 16) -> list[dict]:
     """For the first ``n_frames`` frames: the pixel accuracy (%) of the model's prediction against
     the frame's labels, and the prediction (full label resolution), lowest agreement first."""
     from ..data.datasets import load_pair
@@ -161,14 +161,19 @@ def frame_agreement(model: torch.nn.Module, data: str | Index, size: tuple[int, 
     index = build_index(data) if isinstance(data, str) else data
     tf = eval_transform(size)
     model.eval()
-    rows = []
-    for s in index.samples[:n_frames]:
-        image, label = load_pair(s, index.label_format)
-        x = rt.to_device(tf(image, None)[0][None])
-        pred = predict_logits(model, x, label.shape).argmax(1)[0].cpu().numpy().astype(np.uint8)
-        valid = label != L.IGNORE
-        rows.append({"name": s.rel, "agreement": float((pred == label)[valid].mean() * 100), "image": image,
-                     "label": label, "pred": pred})
+    rows, samples = [], index.samples[:n_frames]
+    for i in range(0, len(samples), batch_size):  # every frame is resized to ``size``: they batch
+        chunk = [(s, *load_pair(s, index.label_format)) for s in samples[i:i + batch_size]]
+        x = rt.to_device(torch.stack([tf(image, None)[0] for _, image, _ in chunk]))
+        if len({label.shape for _, _, label in chunk}) == 1:
+            preds = predict_logits(model, x, chunk[0][2].shape).argmax(1)
+        else:  # labels of different sizes: each frame's scores upsampled to its own label
+            preds = [predict_logits(model, x[k:k + 1], label.shape).argmax(1)[0] for k, (_, _, label) in enumerate(chunk)]
+        for (s, image, label), pred in zip(chunk, preds):
+            pred = pred.cpu().numpy().astype(np.uint8)
+            valid = label != L.IGNORE
+            rows.append({"name": s.rel, "agreement": float((pred == label)[valid].mean() * 100), "image": image,
+                         "label": label, "pred": pred})
     return sorted(rows, key=lambda r: r["agreement"])
 
 

@@ -203,13 +203,17 @@ class Generators(nn.Module):
         self.identity = cfg.identity
 
     def forward(self, real_s: torch.Tensor, real_t: torch.Tensor) -> dict[str, torch.Tensor]:
-        fake_t = self.G(real_s)
-        fake_s = self.F(real_t)
-        out = {"fake_t": fake_t, "rec_s": self.F(fake_t), "fake_s": fake_s, "rec_t": self.G(fake_s)}
-        if self.identity:
-            out["idt_t"] = self.G(real_t)
-            out["idt_s"] = self.F(real_s)
-        return out
+        if not self.identity:
+            fake_t, fake_s = self.G(real_s), self.F(real_t)
+            return {"fake_t": fake_t, "rec_s": self.F(fake_t), "fake_s": fake_s, "rec_t": self.G(fake_s)}
+        # With the identity loss, G(s) and G(t) go through G as one batch (F(t) and F(s) through
+        # F): instance norm is per image, so this is the same computation in 4 passes instead of
+        # 6, and larger convolutions run faster on small frames.
+        n = real_s.shape[0]
+        fake_t, idt_t = self.G(torch.cat([real_s, real_t])).split(n)
+        fake_s, idt_s = self.F(torch.cat([real_t, real_s])).split(n)
+        return {"fake_t": fake_t, "rec_s": self.F(fake_t), "fake_s": fake_s, "rec_t": self.G(fake_s),
+                "idt_t": idt_t, "idt_s": idt_s}
 
 
 class Discriminators(nn.Module):
