@@ -64,6 +64,16 @@ def _classes(prob: torch.Tensor) -> torch.Tensor:
     return prob.contiguous(memory_format=torch.channels_last).argmax(1)
 
 
+def classes_at(model: torch.nn.Module, x: torch.Tensor, shapes: list[tuple[int, ...]], flip: bool = False,
+               scales: tuple[float, ...] = (1.0,)) -> list[torch.Tensor]:
+    """Class maps of a batch, each at its own label's size (``shapes``): one upsampling for the
+    batch when the labels share a size, else frame by frame (GTA5's labels may differ)."""
+    if len(set(shapes)) == 1:
+        return list(_classes(predict_logits(model, x, tuple(shapes[0]), flip, scales, softmax=False)))
+    return [_classes(predict_logits(model, x[k:k + 1], tuple(shape), flip, scales, softmax=False))[0]
+            for k, shape in enumerate(shapes)]
+
+
 def _collate_labels_as_list(items: list[dict]) -> dict:
     out = {"image": torch.stack([i["image"] for i in items]), "name": [i["name"] for i in items]}
     if "mask" in items[0]:
@@ -124,13 +134,8 @@ def evaluate(model: torch.nn.Module, data: str | Index, rt: Runtime, protocol: E
                     prob = nnf.interpolate(predict_sliding(model, x, protocol.slide, protocol.flip),
                                            size=tuple(masks[0].shape), mode="bilinear", align_corners=False)
                     preds = [_classes(prob)[0]]
-                elif len({m.shape for m in masks}) == 1:
-                    preds = list(_classes(predict_logits(model, x, tuple(masks[0].shape), protocol.flip,
-                                                         protocol.scales, softmax=False)))
-                else:  # labels of different sizes: each frame's scores upsampled to its own label
-                    preds = [_classes(predict_logits(model, x[k:k + 1], tuple(m.shape), protocol.flip,
-                                                     protocol.scales, softmax=False))[0]
-                             for k, m in enumerate(masks)]
+                else:
+                    preds = classes_at(model, x, [m.shape for m in masks], protocol.flip, protocol.scales)
             for pred, mask in zip(preds, masks):
                 conf += confusion_matrix(pred, mask, L.NUM_CLASSES)
             if pred_dir is not None or shown < pictures:
@@ -165,10 +170,7 @@ def frame_agreement(model: torch.nn.Module, data: str | Index, size: tuple[int, 
     for i in range(0, len(samples), batch_size):  # every frame is resized to ``size``: they batch
         chunk = [(s, *load_pair(s, index.label_format)) for s in samples[i:i + batch_size]]
         x = rt.to_device(torch.stack([tf(image, None)[0] for _, image, _ in chunk]))
-        if len({label.shape for _, _, label in chunk}) == 1:
-            preds = predict_logits(model, x, chunk[0][2].shape).argmax(1)
-        else:  # labels of different sizes: each frame's scores upsampled to its own label
-            preds = [predict_logits(model, x[k:k + 1], label.shape).argmax(1)[0] for k, (_, _, label) in enumerate(chunk)]
+        preds = classes_at(model, x, [label.shape for _, _, label in chunk])
         for (s, image, label), pred in zip(chunk, preds):
             pred = pred.cpu().numpy().astype(np.uint8)
             valid = label != L.IGNORE
