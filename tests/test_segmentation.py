@@ -33,6 +33,21 @@ def test_model_output_shapes(arch, backbone, os_):
     assert out.shape == (1, 19, 64, 96)
 
 
+def test_light_deeplab_options():
+    from i2iuda.errors import UserError
+
+    def params(**kw):
+        m = build_model(ModelConfig(backbone="tu-resnet10t", **kw)).train()
+        assert m(torch.randn(2, 3, 64, 128)).shape == (2, 19, 64, 128)
+        return sum(p.numel() for p in m.parameters())
+
+    full, light, narrow = params(), params(encoder_depth=4), params(decoder_channels=64)
+    assert light < full / 2 and narrow < full  # the 512-channel last stage gone; a narrower ASPP
+    for bad in ({"encoder_depth": 3}, {"decoder_channels": 0}):
+        with pytest.raises(UserError, match=list(bad)[0]):
+            build_model(ModelConfig(backbone="tu-resnet10t", **bad))
+
+
 def test_deeplabv2_resnet101_shape():
     m = build_model(ModelConfig(arch="deeplabv2", backbone="resnet101")).eval()
     with torch.no_grad():

@@ -65,6 +65,29 @@ def test_cycada_arm_trains_its_translator_after_source_only(tmp_path):
         assert (h1 != h2) == changed, name
 
 
+def test_settings_added_later_keep_finished_stages_valid(tmp_path):
+    """encoder_depth, decoder_channels and lanes came after studies were run: at their defaults
+    they leave every stage hash as it was (as if absent); set otherwise, the segment stage's moves."""
+    import copy
+
+    from i2iuda.experiment import _hash, stage_config, stage_list
+
+    cfg = tiny(tmp_path)
+    for kind, arm in stage_list(cfg):
+        now = stage_config(cfg, kind, arm)
+        old = copy.deepcopy(now)
+        for d in (old.get("segment", {}).get("model", {}), old.get("all", {}).get("segment", {}).get("model", {})):
+            d.pop("encoder_depth", None), d.pop("decoder_channels", None)
+        old.get("all", {}).pop("lanes", None)
+        assert _hash(now) == _hash(old), kind
+    source_only = arms(cfg)[0]
+    for change in ("segment.model.encoder_depth=4", "segment.model.decoder_channels=128"):
+        assert _hash(stage_config(tiny(tmp_path, change), "segment", source_only)) != \
+            _hash(stage_config(cfg, "segment", source_only)), change
+    assert _hash(stage_config(tiny(tmp_path, "lanes=2"), "segment", source_only)) == \
+        _hash(stage_config(cfg, "segment", source_only))  # how the stages are scheduled is not a stage's config
+
+
 def test_study_end_to_end(tmp_path):
     cfg = tiny(tmp_path, "seed=1")
     run = tmp_path / "run"
@@ -193,11 +216,18 @@ def test_changed_config_does_not_resume_a_foreign_checkpoint(tmp_path):
 
     run = tmp_path / "run"
     run_study(tiny(tmp_path), run, stop_after="translate", progress=False)
+    done = (run / "stages.json").read_text()
     (run / "stages.json").write_text("{}")  # as if killed before the stage was recorded done
     changed = tiny(tmp_path, "translate.settings.cyclegan.model.ngf=4")
     with pytest.raises(UserError, match="stage translate:cyclegan: .* another config; use --from translate:cyclegan"):
         run_study(changed, run, progress=False)
     run_study(changed, run, from_stage="translate:cyclegan", stop_after="translate", progress=False)
+    # recorded done, then the settings changed: redone from scratch, no --from needed
+    (run / "stages.json").write_text(done)
+    wider = tiny(tmp_path, "translate.settings.cyclegan.model.ngf=12")
+    run_study(wider, run, stop_after="translate", progress=False)
+    assert yaml.safe_load((run / "translate" / "cyclegan" / "config.yaml").read_text())["model"]["ngf"] == 12
+    assert json.loads((run / "stages.json").read_text())["translate:cyclegan"]["hash"] != json.loads(done)["translate:cyclegan"]["hash"]
 
 
 def test_bad_stage_name_is_a_clear_error(tmp_path):

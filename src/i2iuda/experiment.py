@@ -26,8 +26,10 @@ Stages, in order, each writing into the run folder (ARM = an arm's name):
 
 A stage is skipped on re-run when RUN/stages.json records it done with the same config hash,
 so adding an arm to a finished study runs only the new arm's stages (and the report); an
-interrupted training stage resumes from its last checkpoint. ``--from STAGE`` (a stage, or a
-kind such as ``segment``) redoes it and every stage after it.
+interrupted training stage resumes from its last checkpoint, and a finished stage whose
+settings changed is redone. ``--from STAGE`` (a stage, or a kind such as ``segment``) redoes it
+and every stage after it. With ``lanes`` > 1 independent stages run side by side (lanes.py;
+``needs`` says what each one reads).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from .data.datasets import build_index
 from .data.synthetic import SynthConfig, generate
 from .errors import UserError
 from .io import write_json
+from .lanes import Job, run_in_lanes
 from .progress import console
 from .runlock import holding
 from .segmentation.evaluate import EvalProtocol
@@ -114,6 +117,10 @@ class StudyConfig:
     oracle: bool = True  # train on target labels too: an upper bound, not a UDA result
     eval: StudyEval = field(default_factory=StudyEval)
     workers: int = 2
+    # stages side by side in this many processes, each with its share of the cores: on a few CPU
+    # cores two one-thread lanes get more done than one two-thread process (README, "Speed").
+    # Results depend on the thread count: a study keeps one setting. 1 on a GPU.
+    lanes: int = 1
 
 
 @dataclass
@@ -276,7 +283,8 @@ def stage_config(cfg: StudyConfig, kind: str, arm: Arm | None) -> dict:
 # Features added after studies were run, by their switch and its off value: while a feature is off,
 # its switch and every setting named after it (semantic_model, mix_fraction, ...) are left out of
 # the stage hashes, so finished studies stay valid when a feature is added.
-ADDED_FEATURES = {"semantic": 0.0, "mix": "", "init_from": ""}
+ADDED_FEATURES = {"semantic": 0.0, "mix": "", "init_from": "", "encoder_depth": 5, "decoder_channels": 256,
+                  "lanes": 1}
 
 
 def _without_features_off(obj):
@@ -303,11 +311,15 @@ class Stages:
     def done(self, stage: str, h: str) -> bool:
         return self.state.get(stage, {}).get("hash") == h
 
+    def recorded(self, stage: str) -> bool:
+        return stage in self.state
+
     def mark(self, stage: str, h: str, seconds: float) -> None:
         import resource
 
-        # the study process's memory high-water mark so far (Linux: KiB), data loader workers apart
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # the memory high-water mark so far (Linux: KiB) of the study's process or of its largest
+        # lane, data loader workers apart
+        peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
         self.state[stage] = {"hash": h, "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
         write_json(self.path, self.state)
 
@@ -352,20 +364,65 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
             if (d := stage_dir(run, kind, arm)) is not None:
                 shutil.rmtree(d, ignore_errors=True)
     last = max((i for i, n in enumerate(names) if stop_after in (n, n.split(":")[0])), default=len(names))
-    for i, ((kind, arm), name) in enumerate(zip(todo, names)):
+    jobs = []
+    for (kind, arm), name in zip(todo[:last + 1], names[:last + 1]):
         h = _hash(stage_config(cfg, kind, arm))
         folder = stage_dir(run, kind, arm)
         if stages.done(name, h) and (folder is None or folder.exists()):  # a deleted folder is redone
             console.print(f"[dim]stage {name}: done, skipped[/dim]")
         else:
-            console.print(f"[bold]stage {name}[/bold]")
+            if stages.recorded(name) and folder is not None and folder.exists():  # done, then the config changed
+                console.print(f"[yellow]stage {name}: its settings changed since it ran: redone[/yellow]")
+                shutil.rmtree(folder)
+                stages.forget([name])
+            todo_before = {j.name for j in jobs}  # a stage needs only earlier ones; done ones are done
+            jobs.append(Job(name, needs(cfg, kind, arm) & todo_before, (kind, arm, cfg, run),
+                            in_lane=kind not in ("data", "report"), hash=h))
+    if cfg.lanes > 1:
+        run_in_lanes(jobs, cfg.lanes, _lane_stage, lambda *args: _run_stage(*args, progress),
+                     lambda job, seconds: stages.mark(job.name, job.hash, seconds))
+    else:
+        for job in jobs:
+            console.print(f"[bold]stage {job.name}[/bold]")
             t0 = time.perf_counter()
-            _run_stage(kind, arm, cfg, run, progress)
-            stages.mark(name, h, time.perf_counter() - t0)
-        if i == last:  # --stop-after: the named stage, or the last stage of the named kind
-            break
+            _run_stage(*job.args, progress)
+            stages.mark(job.name, job.hash, time.perf_counter() - t0)
     metrics = run / "metrics.json"
     return json.loads(metrics.read_text()) if metrics.exists() else {}
+
+
+def needs(cfg: StudyConfig, kind: str, arm: Arm | None) -> set[str]:
+    """The stages whose outputs a stage reads (what decides when it may start in a lane)."""
+    names = [stage_name(k, a) for k, a in stage_list(cfg)]
+    if kind == "data":
+        return set()
+    if kind == "report":
+        return set(names) - {"report"}
+    if kind == "translate":
+        early = {stage_name("segment", arms(cfg)[0])} if arm.semantic_from_study else set()
+        return {"data"} | early
+    if kind == "apply":
+        return {stage_name("translate", arm)}
+    if kind == "pseudo":
+        teachers = [arm_named(cfg, t) for t in arm.teachers]
+        return {n for t in teachers for n in {stage_name("segment", t)} | needs(cfg, "segment", t)}
+    if kind == "segment":
+        if arm.kind == "self_train":
+            return {stage_name("pseudo", arm)} | needs(cfg, "segment", arm_named(cfg, arm.base))
+        return {"data"} | ({stage_name("apply", arm)} if arm.kind == "translation" else set())
+    # evaluate: the arm's segmenter, the judge of its failure gallery, its pseudo-labels
+    judged = {stage_name("segment", arm_named(cfg, judge(cfg)))} if arm.kind != "oracle" else set()
+    pseudo = {stage_name("pseudo", arm)} if arm.kind == "self_train" else set()
+    return {stage_name("segment", arm)} | needs(cfg, "segment", arm) | judged | pseudo
+
+
+def _lane_stage(kind: str, arm: Arm | None, cfg: StudyConfig, run: Path) -> None:
+    """One stage in a lane process (lanes.py), inside the folder its parent study holds. No
+    progress bar: two lanes would draw over each other; the training logs print rate and ETA."""
+    from .runlock import inherit
+
+    inherit(run)
+    _run_stage(kind, arm, cfg, run, progress=False)
 
 
 def _can_resume(stage: str, run_dir: Path, stage_cfg) -> bool:

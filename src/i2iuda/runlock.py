@@ -8,7 +8,7 @@ recycled pid cannot fake one. The file's text (pid, host, start time, command) o
 refusal a second writer gets.
 
 Not locked out: the stages one ``i2iuda run`` runs inside its own folder (the process already
-holds an enclosing folder), and the other ranks of a torchrun job (only rank 0 takes the lock).
+holds an enclosing folder, or, for a stage in a lane process, its parent does: ``inherit``), and the other ranks of a torchrun job (only rank 0 takes the lock).
 A folder inside a folder that another live process holds is refused too.
 
 Holding the lock also makes it safe to sweep the temporary files (``.NAME.XXXX.tmp``, see io.py)
@@ -101,6 +101,12 @@ def holding(folder: str | Path):
     finally:
         del _held[folder]
         os.close(fd)  # the lock goes with the descriptor; the file stays (its text is harmless)
+
+
+def inherit(folder: str | Path) -> None:
+    """In a lane of a study (lanes.py): the study's process holds ``folder``, for its lanes too
+    (they die with it)."""
+    _held[Path(folder).resolve()] = -1
 
 
 def sweep_temporaries(folder: Path) -> int:

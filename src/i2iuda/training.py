@@ -180,10 +180,12 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
                     if log:
                         log.scalars(step, logged)
                         dt, t_epoch = time.perf_counter() - t_epoch, time.perf_counter()
-                        console.print(f"epoch {epoch}/{schedule.total // schedule.per_epoch} step {step} | "
+                        eta = round((schedule.total - step) * dt / schedule.per_epoch)
+                        who = "" if progress else f"{name} {run.name}: "  # without a bar (a study's lanes)
+                        console.print(f"{who}epoch {epoch}/{schedule.total // schedule.per_epoch} step {step} | "
                                       + " ".join(f"{k} {v:.4g}" for k, v in {**means, **logged}.items()
                                                  if isinstance(v, float))
-                                      + f" | {schedule.per_epoch / dt:.2f} step/s")
+                                      + f" | {schedule.per_epoch / dt:.2f} step/s, eta {eta // 60}:{eta % 60:02d}")
                 if epoch_end or step % schedule.checkpoint_every == 0 or step == end:
                     save_checkpoint()
     finally:

@@ -21,6 +21,11 @@ class ModelConfig:
     arch: Literal["deeplabv3plus", "deeplabv3", "deeplabv2"] = "deeplabv3plus"
     backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 | mobilenet_v2 (light, for CPU) | any smp encoder
     output_stride: Literal[8, 16] = 16
+    # DeepLabV3/V3+ (smp) only: how many encoder stages feed the ASPP (4 drops the last ResNet
+    # stage, the dilated 512/2048-channel one: a light net for small frames) and the width of
+    # the ASPP and decoder
+    encoder_depth: Literal[4, 5] = 5
+    decoder_channels: int = 256
     pretrained: bool = False  # ImageNet weights for the backbone, through smp / torchvision's cache
     num_classes: int = 19
     sync_bn: bool = False  # SyncBatchNorm under DDP
@@ -83,8 +88,13 @@ def build_model(cfg: ModelConfig) -> nn.Module:
             raise UserError(f"model.arch={cfg.arch!r}: expected deeplabv3plus, deeplabv3 or deeplabv2")
         # ASPP rates of the DeepLabV3 paper: (6, 12, 18) at output stride 16, doubled at 8
         rates = (6, 12, 18) if cfg.output_stride == 16 else (12, 24, 36)
+        if cfg.encoder_depth not in (4, 5):
+            raise UserError(f"model.encoder_depth={cfg.encoder_depth!r}: expected 4 or 5")
+        if cfg.decoder_channels < 8:
+            raise UserError(f"model.decoder_channels={cfg.decoder_channels!r}: expected at least 8")
         model = cls(encoder_name=cfg.backbone, encoder_weights="imagenet" if cfg.pretrained else None,
-                    encoder_output_stride=cfg.output_stride, decoder_atrous_rates=rates, classes=cfg.num_classes)
+                    encoder_depth=cfg.encoder_depth, encoder_output_stride=cfg.output_stride,
+                    decoder_atrous_rates=rates, decoder_channels=cfg.decoder_channels, classes=cfg.num_classes)
     except UserError:
         raise
     except (KeyError, ValueError) as e:

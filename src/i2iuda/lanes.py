@@ -1,0 +1,160 @@
+"""Stages side by side: a study's independent stages (CycleGAN and the source-only segmenter, the
+oracle and the adapted segmenter, ...) in ``lanes`` child processes, each with its share of the
+cores.
+
+Why: on a few CPU cores the demo's small nets keep two cores only partly busy (convolutions on
+batch-1 64x128 frames, per-op overhead); two one-thread processes get more done than one
+two-thread process (README, "Speed"). On a GPU, leave it at one lane.
+
+Reproducibility: CPU results depend on the number of threads (reductions split differently), so
+with lanes > 1 *every* stage that runs a net runs in a lane with the same thread count (cores //
+lanes), whether or not another stage runs beside it: a stage's result never depends on timing.
+
+Lanes are processes started with ``spawn`` (forking a process that has run OpenMP code can hang)
+that live for the whole study, each running one stage at a time.
+A lane dies with the study (``PR_SET_PDEATHSIG``), so a killed study leaves no orphan writing in
+its folder; the study's folder lock covers the lanes (``runlock.inherit``). The parent alone
+writes stages.json. The first stage to fail stops the others (an interrupted training stage
+resumes from its last checkpoint on the next run) and its one-line error is the study's.
+"""
+from __future__ import annotations
+
+import ctypes
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+from .errors import UserError
+from .progress import console
+
+
+@dataclass
+class Job:
+    name: str
+    needs: set[str]  # stage names that must be done first
+    args: tuple  # for the lane's target function
+    hash: str = ""  # the stage's config hash (stages.json)
+    in_lane: bool = True  # False: runs in the study's process (no net: its result has no thread count)
+    started: float = 0.0
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def threads_per_lane(lanes: int) -> int:
+    return max(1, cores() // lanes)
+
+
+def _die_with_parent() -> None:
+    try:  # Linux: SIGKILL this process when the study's process dies, kill -9 included
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def _lane_main(threads: int, conn) -> None:
+    """A lane: a process that runs ``target(*args)`` for each (target, args) it receives, with
+    ``threads`` threads, and answers (status, message). It lives for the whole study, so that
+    torch and the nets' libraries are imported once per lane, not once per stage."""
+    _die_with_parent()
+    # a spawned process inherits "spawn" as its default start method; the stages' data loaders
+    # expect the platform's own (fork on Linux: workers that need not pickle their datasets)
+    mp.set_start_method(None, force=True)
+    import torch
+
+    torch.set_num_threads(threads)
+    while True:
+        try:
+            work = conn.recv()
+        except EOFError:  # the study ended without a word (it failed elsewhere)
+            break
+        if work is None:
+            break
+        target, args = work
+        try:
+            target(*args)
+            conn.send(("ok", ""))
+        except UserError as e:
+            conn.send(("user", str(e)))
+        except BaseException as e:  # a bug: the traceback goes to the study's log
+            conn.send(("error", "".join(traceback.format_exception(e))))
+
+
+def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callable,
+                 on_done: Callable[[Job, float], None]) -> None:
+    """Run ``jobs`` (list order is priority), at most ``lanes`` at once, each as soon as its
+    ``needs`` are done: a lane job as ``target(*job.args)`` in a lane process, the others as
+    ``run_here(*job.args)`` in this process while no lane works. ``on_done(job, seconds)`` is
+    called here as each one finishes."""
+    ctx = mp.get_context("spawn")
+    threads = threads_per_lane(lanes)
+    idle, busy = [], {}  # lanes as (process, connection); busy: connection -> (job, process)
+    pending, finished = list(jobs), set()
+    try:
+        while pending or busy:
+            ready = [j for j in pending if j.needs <= finished]
+            for job in [j for j in ready if j.in_lane][:lanes - len(busy)]:
+                if not idle:
+                    here, there = ctx.Pipe()
+                    process = ctx.Process(target=_lane_main, args=(threads, there), name=f"lane {len(busy) + 1}")
+                    process.start()
+                    there.close()
+                    idle.append((process, here))
+                process, conn = idle.pop()
+                pending.remove(job)
+                job.started = time.perf_counter()
+                conn.send((target, job.args))
+                busy[conn] = (job, process)
+                console.print(f"[bold]stage {job.name}[/bold] (in a lane: {len(busy)} of {lanes} busy, "
+                              f"{threads} thread{'s' * (threads > 1)} each)")
+            if not busy:  # a stage without a net (data, report) runs here, alone
+                job = next((j for j in ready if not j.in_lane), None)
+                if job is None:  # cannot happen with a well-formed stage list
+                    raise RuntimeError(f"stages waiting on nothing that runs: {[j.name for j in pending]}")
+                pending.remove(job)
+                console.print(f"[bold]stage {job.name}[/bold]")
+                t0 = time.perf_counter()
+                run_here(*job.args)
+                on_done(job, time.perf_counter() - t0)
+                finished.add(job.name)
+                continue
+            for conn in wait(list(busy)):  # a lane's answer, or its end of the pipe closing
+                job, process = busy.pop(conn)
+                try:
+                    status, message = conn.recv()
+                except EOFError:  # the lane died without a word (killed, out of memory)
+                    process.join()
+                    status, message = "died", f"exit code {process.exitcode}"
+                else:
+                    idle.append((process, conn))
+                if status != "ok":
+                    _raise(job, status, message)
+                seconds = time.perf_counter() - job.started
+                on_done(job, seconds)
+                finished.add(job.name)
+                console.print(f"[dim]stage {job.name}: done in {seconds:.0f} s[/dim]")
+    finally:
+        for process, conn in idle:  # done: each lane ends its loop
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for _, process in busy.values():  # a failure or Ctrl-C: stop the lanes still working
+            process.terminate()
+        for process in [p for p, _ in idle] + [p for _, p in busy.values()]:
+            process.join()
+
+
+def _raise(job: Job, status: str, message: str) -> None:
+    if status == "user":
+        raise UserError(message)
+    if status == "error":
+        raise RuntimeError(f"stage {job.name} failed in its lane:\n{message}")
+    raise UserError(f"stage {job.name}: its lane process died ({message}); run the study again to "
+                    f"resume it")
