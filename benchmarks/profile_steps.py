@@ -6,6 +6,7 @@ padding, activation, optimiser, loss, other), plus the data pipeline's time per 
     python benchmarks/profile_steps.py                            # the CPU demo's presets
     python benchmarks/profile_steps.py --study runs/demo          # + its stage times (study.json)
     python benchmarks/profile_steps.py --json before.json         # save, to compare after a change
+    python benchmarks/profile_steps.py --only segmenter --segment-set model.encoder_depth=4   # the demo's segmenter
     python benchmarks/profile_steps.py --translate configs/cyclegan_paper.yaml --translate-size 128x128 \
         --only cyclegan                                           # the paper's nets
 
@@ -104,13 +105,13 @@ def cyclegan_step(cfg_path: str, size: tuple[int, int] | None):
     return (lambda: translator.step(batch)), cfg
 
 
-def segmenter_step(cfg_path: str):
+def segmenter_step(cfg_path: str, overrides: list[str]):
     """One step of the preset's own trainer (its optimiser, schedule and loss) on random frames."""
     from i2iuda.config import load_config
     from i2iuda.runtime import init_runtime
     from i2iuda.segmentation.train import SegmentConfig, SegmentTrainer
 
-    cfg = load_config(SegmentConfig, cfg_path, [])
+    cfg = load_config(SegmentConfig, cfg_path, overrides)
     trainer = SegmentTrainer(cfg, init_runtime("cpu"), 10_000, None, Path("."))
     h, w = cfg.data.crop or cfg.data.size
     b = cfg.data.batch_size
@@ -140,6 +141,8 @@ def main() -> None:
     p.add_argument("--study", help="a finished study folder: print its stage times")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--segment-set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="overrides of the segmenter preset, e.g. model.encoder_depth=4 (the demo's)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--translate-size", help="HxW for the translator step (default: its preset's size)")
     p.add_argument("--only", choices=["cyclegan", "segmenter"], help="profile one step only")
@@ -154,7 +157,7 @@ def main() -> None:
         step, tcfg = cyclegan_step(a.translate, size)
         out["cyclegan_step"] = profile_step(step, a.steps, a.warmup)
     if a.only != "cyclegan":
-        step, scfg = segmenter_step(a.segment)
+        step, scfg = segmenter_step(a.segment, a.segment_set)
         out["segmenter_step"] = profile_step(step, max(a.steps // 2, 3), 2)
     if Path(a.data).is_dir() and a.only is None:
         out["data_seconds_per_batch"] = {

@@ -24,19 +24,22 @@ def test_lanes_respect_needs_and_share_the_cores(tmp_path):
     jobs = [Job("a", set(), (str(tmp_path), "a")), Job("b", set(), (str(tmp_path), "b")),
             Job("c", {"a"}, (str(tmp_path), "c")), Job("d", {"b", "c"}, (str(tmp_path), "d")),
             Job("report", {"a", "b", "c", "d"}, ("report",), in_lane=False)]
-    run_in_lanes(jobs, 2, record, lambda *args: here.append(args), lambda job, s: done.append(job.name))
+    peaks = {}
+    run_in_lanes(jobs, 2, record, lambda *args: here.append(args),
+                 lambda job, s, peak: (done.append(job.name), peaks.update({job.name: peak})))
     ran = {n: json.loads((tmp_path / f"{n}.json").read_text()) for n in "abcd"}
     assert "a" in ran["c"]["seen"] and {"b", "c"} <= set(ran["d"]["seen"])  # needs were done first
     assert len({r["pid"] for r in ran.values()}) == 2 and os.getpid() not in {r["pid"] for r in ran.values()}
     assert {r["threads"] for r in ran.values()} == {threads_per_lane(2)}
     assert here == [("report",)] and done[-1] == "report" and sorted(done) == ["a", "b", "c", "d", "report"]
+    assert peaks["report"] is None and all(100 < peaks[n] < 4000 for n in "abcd")  # a lane's MB (torch imported)
 
 
 def test_a_failing_lane_stops_the_study_with_its_line(tmp_path):
     done = []
     jobs = [Job("a", set(), (str(tmp_path), "a", True)), Job("b", {"a"}, (str(tmp_path), "b"))]
     with pytest.raises(UserError, match="a: a bad option"):
-        run_in_lanes(jobs, 2, record, print, lambda job, s: done.append(job.name))
+        run_in_lanes(jobs, 2, record, print, lambda job, s, peak: done.append(job.name))
     assert done == [] and not (tmp_path / "b.json").exists()
 
 
@@ -56,3 +59,15 @@ def test_tiny_study_in_two_lanes(tmp_path):
     before = (tmp_path / "run" / "stages.json").read_text()
     run_study(cfg, tmp_path / "run", progress=False)  # everything done: nothing runs, nothing changes
     assert (tmp_path / "run" / "stages.json").read_text() == before
+
+
+def test_lanes_setting_is_checked(tmp_path, monkeypatch):
+    from test_study import tiny
+
+    from i2iuda.experiment import run_study
+
+    with pytest.raises(UserError, match="lanes=0: expected 1 or more"):
+        run_study(tiny(tmp_path, "lanes=0"), tmp_path / "run", progress=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="lanes=2 under torchrun"):
+        run_study(tiny(tmp_path, "lanes=2"), tmp_path / "run", progress=False)

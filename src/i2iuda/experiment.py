@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import time
@@ -314,12 +315,12 @@ class Stages:
     def recorded(self, stage: str) -> bool:
         return stage in self.state
 
-    def mark(self, stage: str, h: str, seconds: float) -> None:
+    def mark(self, stage: str, h: str, seconds: float, peak: float | None = None) -> None:
         import resource
 
-        # the memory high-water mark so far (Linux: KiB) of the study's process or of its largest
-        # lane, data loader workers apart
-        peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+        # the memory high-water mark so far (Linux: KiB) of the process that ran the stage (the
+        # study's, or its lane's), data loader workers apart
+        peak = peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.state[stage] = {"hash": h, "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
         write_json(self.path, self.state)
 
@@ -349,6 +350,11 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
         cfg = replace(cfg, data=replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve())))
     # the study's seed is the one seed: the saved config.yaml shows it in the segment stage too
     cfg = replace(cfg, segment=replace(cfg.segment, seed=cfg.seed))
+    if cfg.lanes < 1:
+        raise UserError(f"lanes={cfg.lanes}: expected 1 or more")
+    if cfg.lanes > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError(f"lanes={cfg.lanes} under torchrun: the ranks would each start their own lanes; "
+                        f"set lanes=1 (a GPU gets nothing from lanes)")
     todo = stage_list(cfg)
     names = [stage_name(k, a) for k, a in todo]
     for option, value in (("--from", from_stage), ("--stop-after", stop_after)):
@@ -380,7 +386,7 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
                             in_lane=kind not in ("data", "report"), hash=h))
     if cfg.lanes > 1:
         run_in_lanes(jobs, cfg.lanes, _lane_stage, lambda *args: _run_stage(*args, progress),
-                     lambda job, seconds: stages.mark(job.name, job.hash, seconds))
+                     lambda job, seconds, peak: stages.mark(job.name, job.hash, seconds, peak))
     else:
         for job in jobs:
             console.print(f"[bold]stage {job.name}[/bold]")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import resource
 import signal
 import time
 import traceback
@@ -60,7 +61,7 @@ def _die_with_parent() -> None:
 
 def _lane_main(threads: int, conn) -> None:
     """A lane: a process that runs ``target(*args)`` for each (target, args) it receives, with
-    ``threads`` threads, and answers (status, message). It lives for the whole study, so that
+    ``threads`` threads, and answers (status, message); "ok" comes with its peak memory. It lives for the whole study, so that
     torch and the nets' libraries are imported once per lane, not once per stage."""
     _die_with_parent()
     # a spawned process inherits "spawn" as its default start method; the stages' data loaders
@@ -79,7 +80,7 @@ def _lane_main(threads: int, conn) -> None:
         target, args = work
         try:
             target(*args)
-            conn.send(("ok", ""))
+            conn.send(("ok", str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))  # the lane's peak (KiB)
         except UserError as e:
             conn.send(("user", str(e)))
         except BaseException as e:  # a bug: the traceback goes to the study's log
@@ -87,11 +88,12 @@ def _lane_main(threads: int, conn) -> None:
 
 
 def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callable,
-                 on_done: Callable[[Job, float], None]) -> None:
+                 on_done: Callable[[Job, float, float | None], None]) -> None:
     """Run ``jobs`` (list order is priority), at most ``lanes`` at once, each as soon as its
     ``needs`` are done: a lane job as ``target(*job.args)`` in a lane process, the others as
-    ``run_here(*job.args)`` in this process while no lane works. ``on_done(job, seconds)`` is
-    called here as each one finishes."""
+    ``run_here(*job.args)`` in this process while no lane works. ``on_done(job, seconds,
+    peak_mb)`` is called here as each one finishes (peak_mb: its lane's memory high-water mark so
+    far, None for a job run here)."""
     ctx = mp.get_context("spawn")
     threads = threads_per_lane(lanes)
     idle, busy = [], {}  # lanes as (process, connection); busy: connection -> (job, process)
@@ -121,7 +123,7 @@ def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callab
                 console.print(f"[bold]stage {job.name}[/bold]")
                 t0 = time.perf_counter()
                 run_here(*job.args)
-                on_done(job, time.perf_counter() - t0)
+                on_done(job, time.perf_counter() - t0, None)
                 finished.add(job.name)
                 continue
             for conn in wait(list(busy)):  # a lane's answer, or its end of the pipe closing
@@ -136,7 +138,7 @@ def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callab
                 if status != "ok":
                     _raise(job, status, message)
                 seconds = time.perf_counter() - job.started
-                on_done(job, seconds)
+                on_done(job, seconds, int(message) / 1024)
                 finished.add(job.name)
                 console.print(f"[dim]stage {job.name}: done in {seconds:.0f} s[/dim]")
     finally:
