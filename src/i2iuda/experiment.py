@@ -399,11 +399,10 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
 
 def needs(cfg: StudyConfig, kind: str, arm: Arm | None) -> set[str]:
     """The stages whose outputs a stage reads (what decides when it may start in a lane)."""
-    names = [stage_name(k, a) for k, a in stage_list(cfg)]
     if kind == "data":
         return set()
     if kind == "report":
-        return set(names) - {"report"}
+        return {stage_name(k, a) for k, a in stage_list(cfg)} - {"report"}
     if kind == "translate":
         early = {stage_name("segment", arms(cfg)[0])} if arm.semantic_from_study else set()
         return {"data"} | early

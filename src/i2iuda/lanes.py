@@ -61,8 +61,9 @@ def _die_with_parent() -> None:
 
 def _lane_main(threads: int, conn) -> None:
     """A lane: a process that runs ``target(*args)`` for each (target, args) it receives, with
-    ``threads`` threads, and answers (status, message); "ok" comes with its peak memory. It lives for the whole study, so that
-    torch and the nets' libraries are imported once per lane, not once per stage."""
+    ``threads`` threads, and answers (status, message); "ok" comes with its peak memory. It lives
+    for the whole study, so that torch and the nets' libraries are imported once per lane, not
+    once per stage."""
     _die_with_parent()
     # a spawned process inherits "spawn" as its default start method; the stages' data loaders
     # expect the platform's own (fork on Linux: workers that need not pickle their datasets)

@@ -8,7 +8,8 @@ recycled pid cannot fake one. The file's text (pid, host, start time, command) o
 refusal a second writer gets.
 
 Not locked out: the stages one ``i2iuda run`` runs inside its own folder (the process already
-holds an enclosing folder, or, for a stage in a lane process, its parent does: ``inherit``), and the other ranks of a torchrun job (only rank 0 takes the lock).
+holds an enclosing folder, or, for a stage in a lane process, its parent does: ``inherit``),
+and the other ranks of a torchrun job (only rank 0 takes the lock).
 A folder inside a folder that another live process holds is refused too.
 
 Holding the lock also makes it safe to sweep the temporary files (``.NAME.XXXX.tmp``, see io.py)
