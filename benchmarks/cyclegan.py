@@ -9,6 +9,11 @@ machine's drift hits all alike.
     python benchmarks/cyclegan.py --size 180x360 --batch 2 --variants fp32,bf16,fp32-cl,bf16-cl
     python benchmarks/cyclegan.py --methods cyclegan,cut,fastcut --size 256x256 --batch 1 --identity --rounds 3
     python benchmarks/cyclegan.py --device cuda --peak-tflops 989 ...          # prints MFU
+    python benchmarks/cyclegan.py --reference PATH --size 128x128 --batch 1 --identity --rounds 3 --steps 3
+
+--reference PATH adds junyanz/pytorch-CycleGAN-and-pix2pix's CycleGANModel (a checkout of it at PATH:
+its models/ and util/ packages) as method "reference", same nets, same inputs, fp32, its own
+optimize_parameters(): the side-by-side comparison of one training step.
 
 FLOPs per step are counted with torch.utils.flop_counter (forward and backward of all nets);
 "saved MB" is what autograd keeps for the backward pass in one step (the activations: what
@@ -20,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
+from types import SimpleNamespace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -32,8 +39,36 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+class Reference:
+    """junyanz's CycleGANModel behind the two calls bench() makes: step(batch) and inference_module()."""
+
+    def __init__(self, args):
+        sys.path.insert(0, args.reference)
+        try:
+            from models.cycle_gan_model import CycleGANModel
+        except ImportError as e:
+            raise SystemExit(f"--reference {args.reference}: not a pytorch-CycleGAN-and-pix2pix checkout ({e})")
+        if args.blocks not in (6, 9):
+            raise SystemExit(f"--blocks {args.blocks}: the reference builds 6 or 9 residual blocks only")
+        opt = SimpleNamespace(  # its options, at the values its CycleGAN training uses
+            gpu_ids=[0] if args.device.startswith("cuda") else [], isTrain=True, checkpoints_dir="/tmp", name="bench",
+            preprocess="resize_and_crop", input_nc=3, output_nc=3, ngf=args.ngf, ndf=args.ndf,
+            netG=f"resnet_{args.blocks}blocks", netD="n_layers", n_layers_D=args.d_layers, norm="instance",
+            no_dropout=True, init_type="normal", init_gain=0.02, pool_size=args.pool, gan_mode="lsgan",
+            lambda_A=10.0, lambda_B=10.0, lambda_identity=0.5 if args.identity else 0.0, lr=2e-4, beta1=0.5,
+            direction="AtoB")
+        self.model = CycleGANModel(opt)
+
+    def step(self, batch):
+        self.model.set_input({"A": batch["source"], "B": batch["target"], "A_paths": [], "B_paths": []})
+        self.model.optimize_parameters()
+
+    def inference_module(self):
+        return self.model.netG_A
+
+
 def build(args, name: str, variant: str):
-    """(translator, autocast, batches) for a method name: cyclegan, cyclegan_sem, cut or fastcut."""
+    """(translator, autocast, batches) for a method name: cyclegan, cyclegan_sem, cut, fastcut or reference."""
     from i2iuda.runtime import init_runtime
     from i2iuda.translation.methods import method
     from i2iuda.translation.train import TranslateConfig, with_method_defaults
@@ -42,6 +77,13 @@ def build(args, name: str, variant: str):
     amp = "bf16" if "bf16" in variant else "fp16" if "fp16" in variant else "none"
     cl = variant.endswith("-cl")
     model = {"ngf": args.ngf, "ndf": args.ndf, "n_blocks": args.blocks, "d_layers": args.d_layers}
+    h, w = (int(v) for v in args.size.split("x"))
+    gen = torch.Generator().manual_seed(0)
+    if name == "reference":
+        if variant != "fp32":
+            raise SystemExit(f"--variants {variant}: the reference is measured in fp32 only")
+        batches = [(torch.rand(args.batch, 3, h, w, generator=gen) * 2 - 1).to(device) for _ in range(4)]
+        return Reference(args), init_runtime(args.device, "none", False), batches
     cyclegan = name.startswith("cyclegan")
     if cyclegan:
         model.update(identity=args.identity, pool_size=args.pool)
@@ -59,9 +101,7 @@ def build(args, name: str, variant: str):
 
         m.cfg = replace(m.cfg, semantic=1.0)
         m.f = SemanticJudge(build_model(ModelConfig(backbone=args.segmenter))).to(device)
-    h, w = (int(v) for v in args.size.split("x"))
     fmt = torch.channels_last if cl else torch.contiguous_format
-    gen = torch.Generator().manual_seed(0)
     batches = [(torch.rand(args.batch, 3, h, w, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
                for _ in range(4)]  # rotate inputs
     return m, rt, batches
@@ -137,6 +177,8 @@ def main():
     p.add_argument("--d-layers", type=int, default=3, help="PatchGAN depth (3: 70x70 patches)")
     p.add_argument("--identity", action="store_true", help="CycleGAN's identity loss")
     p.add_argument("--methods", default="cyclegan", help="comma list of cyclegan, cyclegan_sem, cut, fastcut")
+    p.add_argument("--reference", default=None, metavar="PATH",
+                   help="a pytorch-CycleGAN-and-pix2pix checkout: adds its CycleGAN step as method 'reference'")
     p.add_argument("--segmenter", default="tu-resnet10t", help="CyCADA's f (cyclegan_sem): the CPU preset's backbone")
     p.add_argument("--rounds", type=int, default=1, help="alternating rounds over the methods")
     p.add_argument("--pool", type=int, default=50)
@@ -147,6 +189,8 @@ def main():
     p.add_argument("--peak-tflops", type=float, default=None, help="the device's peak, for MFU")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    if args.reference and "reference" not in args.methods.split(","):
+        args.methods += ",reference"
     rows = []
     built = {}
     for r in range(args.rounds):

@@ -97,7 +97,7 @@ def cyclegan_step(cfg_path: str, size: tuple[int, int] | None):
     from i2iuda.translation.train import TranslateConfig, with_method_defaults
 
     cfg = with_method_defaults(load_config(TranslateConfig, cfg_path, []))
-    h, w = size or cfg.data.size
+    h, w = size or cfg.data.random_crop or cfg.data.size
     rt = init_runtime("cpu")
     translator = method(cfg.method).build(cfg, rt, 10_000)
     b = cfg.data.batch_size
@@ -144,7 +144,7 @@ def main() -> None:
     p.add_argument("--segment-set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="overrides of the segmenter preset, e.g. model.encoder_depth=4 (the demo's)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--translate-size", help="HxW for the translator step (default: its preset's size)")
+    p.add_argument("--translate-size", help="HxW for the translator step (default: its preset's crop or size)")
     p.add_argument("--only", choices=["cyclegan", "segmenter"], help="profile one step only")
     p.add_argument("--json", help="write the results here")
     a = p.parse_args()

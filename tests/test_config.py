@@ -40,6 +40,9 @@ def test_overrides_and_errors(tmp_path):
         load_config(TranslateConfig, None, ["amp=fp8"])
     with pytest.raises(UserError, match="override.epochs: expected int"):
         load_config(TranslateConfig, None, ["epochs=many"])
+    assert load_config(TranslateConfig, None, ["decay_start=5e-1"]).decay_start == 0.5  # YAML: a string
+    with pytest.raises(UserError, match="override.decay_start: expected float, got 'half'"):
+        load_config(TranslateConfig, None, ["decay_start=half"])
     good = tmp_path / "good.yaml"
     good.write_text("epochs: 3\n")
     with pytest.raises(UserError, match="^override.image_every: expected int, got None"):  # not the file's fault

@@ -236,3 +236,22 @@ def test_ddp_two_gloo_processes(synth_root, tmp_path, name):
     w0, w1 = torch.load(tmp_path / "run" / "rank0.pt"), torch.load(tmp_path / "run" / "rank1.pt")
     assert torch.equal(w0, w1)  # gradients were all-reduced: both ranks hold the same generator(s)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_random_crops_train_on_crops_and_resume_exactly(synth_root, tmp_path):
+    from i2iuda.errors import UserError
+    from i2iuda.translation.train import translator_data
+
+    over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
+                   "epochs=2", "steps_per_epoch=3", "data.workers=0", "data.size=[64,128]", "data.random_crop=[32,64]"]
+    cfg = load_config(TranslateConfig, None, over)
+    item = translator_data(cfg)[0]
+    assert item["source"].shape == item["target"].shape == (3, 32, 64)
+    train_translator(cfg, tmp_path / "once", progress=False)
+    train_translator(cfg, tmp_path / "twice", stop_at_step=3, progress=False)
+    train_translator(cfg, tmp_path / "twice", resume=True, progress=False)
+    a, b = _weights(tmp_path / "once"), _weights(tmp_path / "twice")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the crops' randomness resumes too
+    for bad in ("[30,64]", "[32,256]"):  # not divisible by 4; wider than the frames
+        with pytest.raises(UserError, match="data.random_crop"):
+            translator_data(load_config(TranslateConfig, None, over + [f"data.random_crop={bad}"]))

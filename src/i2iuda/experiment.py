@@ -285,7 +285,7 @@ def stage_config(cfg: StudyConfig, kind: str, arm: Arm | None) -> dict:
 # its switch and every setting named after it (semantic_model, mix_fraction, ...) are left out of
 # the stage hashes, so finished studies stay valid when a feature is added.
 ADDED_FEATURES = {"semantic": 0.0, "mix": "", "init_from": "", "encoder_depth": 5, "decoder_channels": 256,
-                  "lanes": 1}
+                  "lanes": 1, "random_crop": None}
 
 
 def _without_features_off(obj):
@@ -672,6 +672,8 @@ def manifest(cfg: StudyConfig, run: Path) -> dict:
             desc = json.loads(about.read_text())["description"] if about.exists() else t.method
             if method(t.method).TRAINS:
                 desc += f", {length} at batch {t.data.batch_size}, size {t.data.size[0]}x{t.data.size[1]}"
+                if t.data.random_crop:
+                    desc += f" (random {t.data.random_crop[0]}x{t.data.random_crop[1]} crops)"
             if arm.on_the_fly:
                 desc += "; applied on the fly in segmenter training"
             row.update(method=t.method, description=desc, translate=f"translate/{arm.name}",

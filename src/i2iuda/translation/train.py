@@ -37,6 +37,9 @@ from .methods import method
 @dataclass
 class TranslateData:
     size: tuple[int, int] = (180, 360)  # (H, W) frames are resized to; both divisible by 4
+    # (H, W) random crops of those frames to train on (the paper trains on 256x256 crops of
+    # 286x286 frames); None: whole frames. Translation (apply) always runs on whole frames.
+    random_crop: tuple[int, int] | None = None
     hflip: float = 0.5
     batch_size: int = 2  # per process
     workers: int = 2  # decoding workers per process
@@ -96,6 +99,22 @@ class UnpairedDataset(torch.utils.data.Dataset):
         return out
 
 
+def translator_data(cfg: TranslateConfig) -> UnpairedDataset:
+    """The unpaired source/target frames a translator trains on, resized (and randomly cropped)."""
+    crop = cfg.data.random_crop
+    if crop is not None:
+        crop = tuple(crop)
+        if len(crop) != 2 or crop[0] % 4 or crop[1] % 4 or crop[0] > cfg.data.size[0] or crop[1] > cfg.data.size[1]:
+            raise UserError(f"data.random_crop={list(crop)}: (H, W) within data.size={list(cfg.data.size)}, both "
+                            "divisible by 4 (two stride-2 stages)")
+    tf = train_transform(AugmentConfig(size=tuple(cfg.data.size), crop=crop, hflip=cfg.data.hflip))
+    model = cfg.model
+    source_labels = bool(model.get("semantic")) and model.get("semantic_targets") == "labels"
+    source = SegmentationDataset(build_index(cfg.source), tf, with_labels=source_labels)
+    target = SegmentationDataset(build_index(cfg.target), tf, with_labels=False)
+    return UnpairedDataset(source, target)
+
+
 def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False,
                      stop_at_step: int | None = None, progress: bool = True) -> dict:
     """Train (or resume) a translator run. ``stop_at_step`` ends early after a checkpoint (for
@@ -112,12 +131,7 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
                 save_config(cfg, run / "config.yaml")
                 write_json(run / "summary.json", summary)
         return summary
-    tf = train_transform(AugmentConfig(size=tuple(cfg.data.size), hflip=cfg.data.hflip))
-    model = cfg.model
-    source_labels = bool(model.get("semantic")) and model.get("semantic_targets") == "labels"
-    source = SegmentationDataset(build_index(cfg.source), tf, with_labels=source_labels)
-    target = SegmentationDataset(build_index(cfg.target), tf, with_labels=False)
-    data = UnpairedDataset(source, target)
+    data = translator_data(cfg)
     per_epoch = cfg.steps_per_epoch or max(len(data) // (cfg.data.batch_size * rt.world_size), 1)
     total = cfg.epochs * per_epoch
     translator = m.build(cfg, rt, total)
@@ -130,7 +144,7 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
 
     schedule = Schedule(total, per_epoch, cfg.log_every, cfg.checkpoint_every, cfg.image_every)
     return train_loop(translator, make_loader, run, cfg, rt, schedule, resume, stop_at_step, progress,
-                      name=f"translate ({len(source)} source + {len(target)} target frames)")
+                      name=f"translate ({len(data.source)} source + {len(data.target)} target frames)")
 
 
 def load_translator(run: str | Path, device: str = "auto", amp: str = "none"):
