@@ -69,3 +69,15 @@ def test_base_files_are_merged_under_the_including_keys(tmp_path):
     (tmp_path / "missing.yaml").write_text("segment: {_base: nope.yaml}\n")
     with pytest.raises(UserError, match="nope.yaml: file not found"):
         load_config(StudyConfig, tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("name", ["study_compare_cpu.yaml", "study_selftrain_cpu.yaml"])
+def test_readme_studies_keep_the_cpu_translator_they_were_run_with(name):
+    # The demo preset they include trains a lighter CycleGAN (lr 4e-4, 3 blocks); the README's
+    # comparison and self-training tables were made with cyclegan_cpu.yaml's: a change to the demo
+    # must not silently change (and retrain) them.
+    study = arms(load_config(StudyConfig, CONFIGS / name))
+    cyclegan = next(a for a in study if a.name == "cyclegan").translate
+    plain = with_method_defaults(load_config(TranslateConfig, CONFIGS / "cyclegan_cpu.yaml"))
+    assert cyclegan.model == plain.model
+    assert (cyclegan.epochs, cyclegan.steps_per_epoch) == (plain.epochs, plain.steps_per_epoch)
