@@ -305,7 +305,7 @@ def test_kill_9_in_segmenter_training_resumes_bit_for_bit_and_the_folder_has_one
     assert json.loads((once / "history.json").read_text()) == json.loads((killed / "history.json").read_text())
 
 
-def test_kill_9_in_apply_and_eval_then_rerun_gives_the_same_files(translator_run, synth_root, tmp_path):
+def test_kill_9_in_apply_eval_and_predict_then_rerun_gives_the_same_files(translator_run, synth_root, tmp_path):
     from i2iuda.segmentation.evaluate import EvalProtocol, run_eval
     from i2iuda.segmentation.train import SegmentConfig, train_segmenter
     from i2iuda.translation.apply import apply_translator
@@ -334,11 +334,28 @@ def test_kill_9_in_apply_and_eval_then_rerun_gives_the_same_files(translator_run
     kill_inside([*ev, "--out", str(tmp_path / "eval_killed")], ("*.png", rng.randint(2, 8)), log)
     r = run_cli(*ev, "--out", str(tmp_path / "eval_killed"))
     assert r.returncode == 0, r.stderr[-2000:]
-    print("apply / eval kill points:", log)
     assert same_files(tmp_path / "eval_once" / "predictions", tmp_path / "eval_killed" / "predictions") == 12
     for name in ("metrics.json", "metrics.txt"):
         assert (tmp_path / "eval_once" / name).read_text() == (tmp_path / "eval_killed" / name).read_text()
     assert no_temporaries(tmp_path / "eval_killed")
+
+    # segment predict with pseudo-labels: 12 label + 12 confidence PNGs, then 12 pseudo-labels; the
+    # kill lands in either pass
+    pr = ["segment", "predict", "--run", str(seg), "--data", data, "--pseudo-percentile", "50", "--workers", "0",
+          "--device", "cpu"]
+    r = run_cli(*pr, "--out", str(tmp_path / "predict_once"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    kill_inside([*pr, "--out", str(tmp_path / "predict_killed")], ("*.png", rng.randint(3, 34)), log)
+    r = run_cli(*pr, "--out", str(tmp_path / "predict_killed"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    print("apply / eval / predict kill points:", log)
+    once, killed = tmp_path / "predict_once", tmp_path / "predict_killed"
+    assert same_files(once, killed, "*.png") == 36 and no_temporaries(killed)
+    about = [json.loads((d / "pseudo" / "about.json").read_text()) for d in (once, killed)]
+    for a in about:
+        a.pop("predictions")  # the folder's own path
+    assert about[0] == about[1]
+    assert (once / "about.json").read_text() == (killed / "about.json").read_text()
 
 
 def test_a_folder_inside_a_held_folder_is_refused_and_the_lock_dies_with_its_process(tmp_path):

@@ -36,6 +36,7 @@ from ..data.transforms import eval_transform
 from ..errors import DataError, UserError
 from ..io import save_png, write_json
 from ..progress import Bar
+from ..runlock import holding
 from .evaluate import EvalProtocol, predict_logits
 
 CAP = 0.9  # the published recipes' cap on a class's threshold
@@ -79,33 +80,37 @@ def predict(runs: list[str | Path], data: str, out: str | Path, protocol: EvalPr
     about = {"data": str(index.spec), "runs": [str(Path(r).resolve()) for r in runs], "input_size": list(size),
              "flip": protocol.flip, "scales": list(protocol.scales), "confidence_bits": confidence_bits}
     out.mkdir(parents=True, exist_ok=True)
-    old = out / "about.json"
-    if old.is_file() and {k: v for k, v in json.loads(old.read_text()).items() if k in about} != about:
-        raise UserError(f"--out {out}: holds predictions of other runs or settings ({old}); use another folder")
-    write_json(old, about)
-    labels, conf = out / "labels", out / "confidence"
-    todo = [s for s in index.samples if not (label_path(labels, s.rel).is_file() and label_path(conf, s.rel).is_file())]
-    ds = SegmentationDataset(Index(index.spec, todo, None, root=index.root), eval_transform(size), with_labels=False)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
-    views = len(protocol.scales) * (2 if protocol.flip else 1) * len(models)
-    scale = 65535 if confidence_bits == 16 else 255
-    with Bar(len(index.samples), "predict", unit="frames", completed=len(index.samples) - len(todo),
-             show=progress) as bar:
-        for item in loader:
-            x = rt.to_device(item["image"])
-            # every run's softmax at the input size, averaged; each frame upsampled to its own size
-            prob = sum(predict_logits(m, x, tuple(x.shape[-2:]), protocol.flip, protocol.scales, softmax=True)
-                       for m in models) / views
-            for k, i in enumerate(item["index"].tolist()):
-                s = todo[i]
-                with Image.open(s.image) as img:  # the frame's own size, from its header
-                    w, h = img.size
-                p = nnf.interpolate(prob[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)[0]
-                top, cls = p.max(0)
-                save_png(label_path(conf, s.rel), (top.clamp(0, 1) * scale).round().cpu().numpy()
-                         .astype(np.uint16 if confidence_bits == 16 else np.uint8))
-                save_png(label_path(labels, s.rel), cls.to(torch.uint8).cpu().numpy())  # last: marks the frame done
-            bar.advance(len(item["index"]))
+    with holding(out):  # one writer; sweeps the temporaries of a killed run
+        old = out / "about.json"
+        if old.is_file() and {k: v for k, v in json.loads(old.read_text()).items() if k in about} != about:
+            raise UserError(f"--out {out}: holds predictions of other runs or settings ({old}); use another folder")
+        write_json(old, about)
+        labels, conf = out / "labels", out / "confidence"
+        todo = [s for s in index.samples
+                if not (label_path(labels, s.rel).is_file() and label_path(conf, s.rel).is_file())]
+        ds = SegmentationDataset(Index(index.spec, todo, None, root=index.root), eval_transform(size),
+                                 with_labels=False)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
+        views = len(protocol.scales) * (2 if protocol.flip else 1) * len(models)
+        scale = 65535 if confidence_bits == 16 else 255
+        with Bar(len(index.samples), "predict", unit="frames", completed=len(index.samples) - len(todo),
+                 show=progress) as bar:
+            for item in loader:
+                x = rt.to_device(item["image"])
+                # every run's softmax at the input size, averaged; each frame upsampled to its own size
+                prob = sum(predict_logits(m, x, tuple(x.shape[-2:]), protocol.flip, protocol.scales, softmax=True)
+                           for m in models) / views
+                for k, i in enumerate(item["index"].tolist()):
+                    s = todo[i]
+                    with Image.open(s.image) as img:  # the frame's own size, from its header
+                        w, h = img.size
+                    p = nnf.interpolate(prob[k:k + 1], size=(h, w), mode="bilinear", align_corners=False)[0]
+                    top, cls = p.max(0)
+                    save_png(label_path(conf, s.rel), (top.clamp(0, 1) * scale).round().cpu().numpy()
+                             .astype(np.uint16 if confidence_bits == 16 else np.uint8))
+                    # last: marks the frame done
+                    save_png(label_path(labels, s.rel), cls.to(torch.uint8).cpu().numpy())
+                bar.advance(len(item["index"]))
     return about
 
 
@@ -151,19 +156,21 @@ def pseudo_labels(pred_dir: str | Path, out: str | Path, percentile: float = 50.
     about = json.loads((pred_dir / "about.json").read_text())
     lut = np.asarray(th["thresholds"] + [2.0] * (256 - L.NUM_CLASSES), dtype=np.float32)  # 255 stays 255
     index = build_index(f"pseudo:{pred_dir}")
-    kept = total = 0
-    with Bar(len(index.samples), "pseudo-labels", unit="frames", show=progress) as bar:
-        for s in index.samples:
-            cls = read_label(s.label, "trainid")
-            conf = confidence_to_float(_read_grey(label_path(pred_dir / "confidence", s.rel)))
-            label = np.where(conf >= lut[cls], cls, L.IGNORE).astype(np.uint8)
-            save_png(label_path(out / "labels", s.rel), label)
-            kept += int((label != L.IGNORE).sum())
-            total += label.size
-            bar.advance()
-    result = {**th, "data": about["data"], "predictions": str(pred_dir.resolve()), "runs": about["runs"],
-              "kept_fraction": kept / max(total, 1)}
-    write_json(out / "about.json", result)
+    out.mkdir(parents=True, exist_ok=True)
+    with holding(out):
+        kept = total = 0
+        with Bar(len(index.samples), "pseudo-labels", unit="frames", show=progress) as bar:
+            for s in index.samples:
+                cls = read_label(s.label, "trainid")
+                conf = confidence_to_float(_read_grey(label_path(pred_dir / "confidence", s.rel)))
+                label = np.where(conf >= lut[cls], cls, L.IGNORE).astype(np.uint8)
+                save_png(label_path(out / "labels", s.rel), label)
+                kept += int((label != L.IGNORE).sum())
+                total += label.size
+                bar.advance()
+        result = {**th, "data": about["data"], "predictions": str(pred_dir.resolve()), "runs": about["runs"],
+                  "kept_fraction": kept / max(total, 1)}
+        write_json(out / "about.json", result)
     return result
 
 
