@@ -204,6 +204,8 @@ def test_adding_an_arm_runs_only_that_arm(base_study):
     # FDA trains nothing (no checkpoint), translates only source val offline, and its segmenter
     # trained on raw source with FDA on the fly, selected on the FDA-translated source val
     assert not (run / "translate" / "fda_b005" / "checkpoints").exists()
+    fda_run = yaml.safe_load((run / "translate" / "fda_b005" / "config.yaml").read_text())
+    assert fda_run["model"] == {"beta": 0.05} and "epochs" not in fda_run  # only what it uses
     seg = yaml.safe_load((run / "segment" / "fda_b005" / "config.yaml").read_text())
     assert seg["fda_beta"] == 0.05 and seg["fda_target"].endswith(":target-train")
     assert seg["train"].endswith(":source-train") and "translated/fda_b005" in seg["val"]

@@ -10,7 +10,7 @@ RUN/checkpoints/last.pt the method's state (nets, optimisers, schedulers, pools)
 RUN/checkpoints/translator.safetensors   the nets inference needs (what ``translate apply`` loads)
 RUN/summary.json        steps, wall time, speed, last losses, the method's one-line description
 
-A method that trains nothing (FDA) gets a run folder with its config and summary only: there is
+A method that trains nothing (FDA) gets a run folder with the settings it uses and a summary: there is
 no checkpoint to fake, and ``translate apply --run`` builds it from the config.
 """
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Any, Literal
 import torch
 
 from ..checkpoint import load_into, load_weights, older_run
-from ..config import from_dict, resolve_run_config, save_config, to_dict
+from ..config import from_dict, resolve_run_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.sampling import Seeded, StreamSampler
 from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
-from ..io import write_json
+from ..io import write_json, write_yaml
 from ..runlock import holding
 from ..runtime import init_runtime
 from ..training import Schedule, train_loop
@@ -127,8 +127,9 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
         translator = m.build(cfg, rt, 0, training=False)
         summary = {"steps": 0, "trains": False, "description": translator.describe()}
         if rt.is_main:
-            with holding(run):
-                save_config(cfg, run / "config.yaml")
+            with holding(run):  # only the settings it uses (epochs, lr, cadence would mislead)
+                used = {k: v for k, v in to_dict(cfg).items() if k in ("method", "source", "target", "model", "seed")}
+                write_yaml(run / "config.yaml", {**used, "data": {"size": list(cfg.data.size)}})
                 write_json(run / "summary.json", summary)
         return summary
     data = translator_data(cfg)
