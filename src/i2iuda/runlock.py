@@ -1,7 +1,7 @@
 """One run folder, one writer.
 
 A command that writes a run folder (``i2iuda run``, ``translate train``, ``segment train``,
-``translate apply --out``, ``segment eval --out``) first takes an exclusive ``flock`` on
+``translate apply --out``, ``segment eval --out``, ``segment predict --out``) first takes an exclusive ``flock`` on
 ``FOLDER/.i2iuda.lock`` and holds it for as long as it writes there (``holding``). The OS drops
 the lock when the process dies, kill -9 included, so a stale lock cannot block anyone, and a
 recycled pid cannot fake one. The file's text (pid, host, start time, command) only words the
