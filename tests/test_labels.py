@@ -39,11 +39,6 @@ def test_class_names_and_palette_follow_trainid_order():
     assert [c for _, _, c in train] == [tuple(c) for c in L.PALETTE.tolist()]
 
 
-def test_gta5_uses_cityscapes_ids():
-    ids = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    assert np.array_equal(L.GTA5_LUT[ids], L.CITYSCAPES_LUT[ids])
-
-
 def test_synthia_maps_16_shared_classes_by_name():
     rename = {"pedestrian": "person"}
     kept = {sid: L.CLASS_NAMES[tid] for sid, tid in L.SYNTHIA_ID_TO_TRAINID.items()}

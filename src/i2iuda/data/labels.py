@@ -104,7 +104,6 @@ def make_lut(mapping: dict[int, int], size: int = 256) -> np.ndarray:
 
 
 CITYSCAPES_LUT = make_lut(CITYSCAPES_ID_TO_TRAINID)
-GTA5_LUT = CITYSCAPES_LUT  # GTA5 labels use the Cityscapes labelIds.
 SYNTHIA_LUT = make_lut(SYNTHIA_ID_TO_TRAINID, size=65536)  # 16-bit PNG values
 TRAINID_TO_ID_LUT = make_lut(TRAINID_TO_CITYSCAPES_ID)  # for writing labelId files
 TRAINID_TO_ID_LUT[IGNORE] = 0  # void -> "unlabeled"
