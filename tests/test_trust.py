@@ -341,10 +341,12 @@ def test_kill_9_in_apply_eval_and_predict_then_rerun_gives_the_same_files(transl
 
     # segment predict with pseudo-labels: 12 label + 12 confidence PNGs, then 12 pseudo-labels; the
     # kill lands in either pass
+    from i2iuda.segmentation.predict import predict, pseudo_labels
+
+    predict([seg], data, tmp_path / "predict_once", device="cpu", progress=False)
+    pseudo_labels(tmp_path / "predict_once", tmp_path / "predict_once" / "pseudo", 50)
     pr = ["segment", "predict", "--run", str(seg), "--data", data, "--pseudo-percentile", "50", "--workers", "0",
           "--device", "cpu"]
-    r = run_cli(*pr, "--out", str(tmp_path / "predict_once"))
-    assert r.returncode == 0, r.stderr[-2000:]
     kill_inside([*pr, "--out", str(tmp_path / "predict_killed")], ("*.png", rng.randint(3, 34)), log)
     r = run_cli(*pr, "--out", str(tmp_path / "predict_killed"))
     assert r.returncode == 0, r.stderr[-2000:]
