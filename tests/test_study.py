@@ -232,6 +232,23 @@ def test_changed_config_does_not_resume_a_foreign_checkpoint(tmp_path):
     assert json.loads((run / "stages.json").read_text())["translate:cyclegan"]["hash"] != json.loads(done)["translate:cyclegan"]["hash"]
 
 
+def test_a_study_on_other_data_is_refused_unless_asked(tmp_path):
+    """Other data (or the same at another path) changes every stage's hash: the study would
+    delete and redo every finished stage. It stops instead, naming what changed."""
+    from i2iuda.errors import UserError
+
+    run = tmp_path / "run"
+    run_study(tiny(tmp_path), run, stop_after="data", progress=False)
+    before = [(run / n).read_text() for n in ("stages.json", "config.yaml")]
+    moved = tiny(tmp_path, f"data.synthetic_root={tmp_path / 'elsewhere'}")
+    with pytest.raises(UserError, match=r"data settings changed since its stages ran \(data.synthetic_root: "
+                                         r".*bench -> .*elsewhere\).*--from data"):
+        run_study(moved, run, progress=False)
+    assert [(run / n).read_text() for n in ("stages.json", "config.yaml")] == before  # nothing touched
+    run_study(moved, run, from_stage="data", stop_after="data", progress=False)  # asked for: done
+    assert "elsewhere" in (run / "config.yaml").read_text()
+
+
 def test_bad_stage_name_is_a_clear_error(tmp_path):
     from i2iuda.errors import UserError
 

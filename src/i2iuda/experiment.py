@@ -43,6 +43,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .config import from_dict, merge, save_config, to_dict
 from .data.datasets import build_index
 from .data.synthetic import SynthConfig, generate
@@ -361,8 +363,15 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
         if value is not None and value not in names and value not in KINDS:
             raise UserError(f"{option} {value!r}: expected a stage ({', '.join(names)}) or a kind ({', '.join(KINDS)})")
     run.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run / "config.yaml")
     stages = Stages(run)
+    if not from_stage and stages.recorded("data") and not stages.done("data", _hash(stage_config(cfg, "data", None))):
+        # other data (or the same data at another path): every finished stage would be deleted and redone
+        ran = yaml.safe_load((run / "config.yaml").read_text()).get("data", {}) if (run / "config.yaml").exists() else {}
+        now = to_dict(cfg.data)
+        what = "; ".join(f"data.{k}: {ran.get(k)} -> {v}" for k, v in now.items() if ran.get(k) != v)
+        raise UserError(f"{run}: its data settings changed since its stages ran ({what or 'data'}); every finished "
+                        f"stage would be redone and its outputs deleted: pass --from data for that, or use another --out")
+    save_config(cfg, run / "config.yaml")
     if from_stage:
         first = next(i for i, n in enumerate(names) if n == from_stage or n.split(":")[0] == from_stage)
         stages.forget(names[first:])
@@ -434,8 +443,6 @@ def _can_resume(stage: str, run_dir: Path, stage_cfg) -> bool:
     """An interrupted training stage resumes only if its folder was made with the same config."""
     if not (run_dir / "checkpoints" / "last.pt").exists():
         return False
-    import yaml
-
     if yaml.safe_load((run_dir / "config.yaml").read_text()) != to_dict(stage_cfg):
         raise UserError(f"stage {stage}: {run_dir} holds an unfinished run with another config; "
                         f"use --from {stage} to redo it")
