@@ -79,8 +79,7 @@ def predict(runs: list[str | Path], data: str, out: str | Path, protocol: EvalPr
     index = build_index(data)
     about = {"data": str(index.spec), "runs": [str(Path(r).resolve()) for r in runs], "input_size": list(size),
              "flip": protocol.flip, "scales": list(protocol.scales), "confidence_bits": confidence_bits}
-    out.mkdir(parents=True, exist_ok=True)
-    with holding(out):  # one writer; sweeps the temporaries of a killed run
+    with holding(out):  # one writer (it makes the folder); sweeps the temporaries of a killed run
         old = out / "about.json"
         if old.is_file() and {k: v for k, v in json.loads(old.read_text()).items() if k in about} != about:
             raise UserError(f"--out {out}: holds predictions of other runs or settings ({old}); use another folder")
@@ -156,7 +155,6 @@ def pseudo_labels(pred_dir: str | Path, out: str | Path, percentile: float = 50.
     about = json.loads((pred_dir / "about.json").read_text())
     lut = np.asarray(th["thresholds"] + [2.0] * (256 - L.NUM_CLASSES), dtype=np.float32)  # 255 stays 255
     index = build_index(f"pseudo:{pred_dir}")
-    out.mkdir(parents=True, exist_ok=True)
     with holding(out):
         kept = total = 0
         with Bar(len(index.samples), "pseudo-labels", unit="frames", show=progress) as bar:
