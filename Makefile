@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install fid-weights clean
+.PHONY: demo test install fid-weights gpu-check clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -26,6 +26,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q --durations=15
+
+# Every CUDA code path and the hardware utilisation in one command (benchmarks/gpu_check.py):
+# writes benchmarks/results/gpu_check_cuda.json and prints a summary; ~8 minutes on one GPU.
+gpu-check: $(STAMP)
+	$(PY) benchmarks/gpu_check.py --device cuda
 
 clean:
 	rm -rf $(VENV) runs

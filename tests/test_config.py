@@ -1,4 +1,5 @@
 """Typed configs: every shipped preset parses; bad keys and values are clear errors."""
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import pytest
 
 from i2iuda.config import load_config, parse_override
 from i2iuda.errors import UserError
-from i2iuda.experiment import StudyConfig, arms
+from i2iuda.study import StudyConfig
+from i2iuda.study.arms import arms
 from i2iuda.segmentation.train import SegmentConfig
 from i2iuda.translation.train import TranslateConfig, with_method_defaults
 
@@ -21,8 +23,8 @@ def test_every_preset_loads(path):
         with_method_defaults(cfg)
     if isinstance(cfg, StudyConfig):  # every arm resolves, with its method's settings checked
         assert [a.name for a in arms(cfg)][0] == "source_only"
-        for m in ("cyclegan", "cut", "fda"):  # (self-training arms name their teachers: left out here)
-            one = replace(load_config(StudyConfig, path, [f"translate.methods=[{m}]"]), self_train={})
+        for m in ("cyclegan", "cut", "fda"):  # (self-training and online arms name their arms: left out here)
+            one = replace(load_config(StudyConfig, path, [f"translate.methods=[{m}]"]), self_train={}, online={})
             with_method_defaults(arms(one)[1].translate)
 
 
@@ -71,6 +73,21 @@ def test_base_files_are_merged_under_the_including_keys(tmp_path):
         load_config(StudyConfig, tmp_path / "missing.yaml")
 
 
+def test_a_mapping_override_adds_keys_and_an_empty_one_empties(tmp_path):
+    online = CONFIGS / "study_online_cpu.yaml"
+    preset = load_config(StudyConfig, online)
+    assert preset.self_train and len(preset.online) == 4
+    cfg = load_config(StudyConfig, online, ["self_train={}"])
+    assert cfg.self_train == {} and len(cfg.online) == 4  # emptied; the others untouched
+    compare = load_config(StudyConfig, CONFIGS / "study_compare_cpu.yaml", ["translate.methods={fda_b02: {method: fda, beta: 0.2}}"])
+    names = [a.name for a in arms(compare)]
+    assert len(names) == 2 + 7 + 1 and names[-2] == "fda_b02"  # added to the preset's seven arms
+    assert [a.name for a in arms(load_config(StudyConfig, online, ["translate.methods=[fda]", "self_train={}", "online={}"]))] \
+        == ["source_only", "fda", "oracle"]  # a list replaces
+    (tmp_path / "child.yaml").write_text(f"_base: {online}\nonline: {{}}\n")  # in a file too
+    assert load_config(StudyConfig, tmp_path / "child.yaml").online == {}
+
+
 @pytest.mark.parametrize("name", ["study_compare_cpu.yaml", "study_selftrain_cpu.yaml"])
 def test_readme_studies_keep_the_cpu_translator_they_were_run_with(name):
     # The demo preset they include trains a lighter CycleGAN (lr 4e-4, 3 blocks); the README's
@@ -81,3 +98,43 @@ def test_readme_studies_keep_the_cpu_translator_they_were_run_with(name):
     plain = with_method_defaults(load_config(TranslateConfig, CONFIGS / "cyclegan_cpu.yaml"))
     assert cyclegan.model == plain.model
     assert (cyclegan.epochs, cyclegan.steps_per_epoch) == (plain.epochs, plain.steps_per_epoch)
+
+
+BAD_VALUES = [  # (command line, what the one line must name)
+    (["run", "segment.epochs=-1"], r"segment\.epochs=-1: out of range \(expected >= 1\)"),
+    (["run", "translate.methods={x: {method: fda, beta: 2}}"], r"translate\.methods\.x\.model\.beta=2\.0: out of range"),
+    (["run", "segment.lr=0"], r"segment\.lr=0\.0: out of range \(expected > 0\)"),
+    (["run", "segment.data.batch_size=0"], r"segment\.data\.batch_size=0: out of range"),
+    (["run", "segment.data.hflip=1.5"], r"segment\.data\.hflip=1\.5: out of range \(expected 0 <= x <= 1\)"),
+    (["run", "segment.data.scale=[1.5,0.5]"], r"segment\.data\.scale=\[1\.5, 0\.5\]: out of range .*low <= high"),
+    (["run", "segment.fda_beta=0.7"], r"segment\.fda_beta=0\.7: out of range \(expected 0 <= x <= 0\.5\)"),
+    (["run", "self_train={st: {teachers: [cyclegan], percentile: 150}}"], r"self_train\.st\.percentile=150\.0: out of range"),
+    (["run", "self_train={st: {teachers: [cyclegan], mix_fraction: 1}}"], r"self_train\.st\.mix_fraction=1\.0: out of range"),
+    (["run", "translate.settings.cyclegan={data: {random_crop: [96, 96]}}"], r"data\.random_crop=\[96, 96\]: .*at most size"),
+    (["run", "translate.settings.cyclegan={data: {random_crop: [30, 64]}}"], r"data\.random_crop=\[30, 64\]: .*a multiple of 4"),
+    (["run", "segment.data.crop=[8,8]"], r"segment\.data\.crop=\[8, 8\]: out of range \(expected >= 16\)"),
+    (["run", "translate.settings.cyclegan={model: {beta1: 1.0}}"], r"model\.beta1=1\.0: out of range \(expected 0 <= x < 1\)"),
+    (["run", "data.synthetic.source_gap=3"], r"data\.synthetic\.source_gap=3\.0: out of range \(expected 0 <= x <= 2\)"),
+    (["run", "eval.kid_fid=1"], r"eval\.kid_fid=1: out of range \(expected >= 2 \(or 0: off\)\)"),
+    (["run", "lanes=0"], r"lanes=0: out of range \(expected >= 1\)"),
+    (["run", "segment.model.decoder_channels=4"], r"segment\.model\.decoder_channels=4: out of range"),
+    (["run", "translate.methods=[cut]", "translate.settings.cut={model: {nce_tau: 0}}"], r"model\.nce_tau=0\.0: out of range"),
+    (["run", "eval.scales=[0]"], r"eval\.scales=\[0\.0\]: out of range"),
+    (["synth", "--source-gap", "5"], r"--source-gap 5: expected 0\.\.2"),
+]
+
+
+@pytest.mark.parametrize("argv, message", BAD_VALUES, ids=[" ".join(a[1:]) for a, _ in BAD_VALUES])
+def test_a_value_out_of_range_is_refused_in_one_line_before_anything_runs(argv, message, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from i2iuda import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["i2iuda", *argv[:1], "--out", str(tmp_path / "out"), *argv[1:]])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and err.startswith("i2iuda: error: "), err
+    assert re.search(message, err), err
+    assert not (tmp_path / "out" / "stages.json").exists() and not (tmp_path / "data").exists()  # nothing ran

@@ -93,3 +93,23 @@ def test_resume_is_exact(synth_root, tmp_path, mode):
     assert loaded.model == to_dict(cut.CUTConfig(mode=mode, ngf=8, ndf=8, n_blocks=1, d_layers=1))
     x = torch.rand(1, 3, 32, 64) * 2 - 1
     assert translator.translate(x, ["a"]).shape == x.shape
+
+
+def test_heads_normalise_as_the_reference_does_z_over_norm_plus_eps():
+    """The reference's Normalize: z / (|z| + 1e-7), not F.normalize's z / max(|z|, eps). At the
+    xavier (gain 0.02) initialisation the heads' outputs are tiny, where the two differ."""
+    torch.manual_seed(0)
+    heads = cut.PatchHeads([8], dim=16)
+    from i2iuda.translation.cyclegan import init_weights
+
+    init_weights(heads, kind="xavier")
+    feats = [torch.randn(2, 8, 4, 4)]
+    ids = [torch.arange(16)]
+    got = heads(feats, ids)[0]
+    z = heads.mlps[0](feats[0].flatten(2).transpose(1, 2)[:, ids[0]])
+    norm = torch.sqrt((z * z).sum(-1, keepdim=True))  # computed here, independently of the module
+    assert torch.allclose(got, z / (norm + 1e-7), rtol=1e-6, atol=0)
+    assert float(norm.max()) < 1e-2  # tiny at initialisation ...
+    lengths = got.norm(dim=-1)
+    assert float(lengths.max()) < 1 - 2e-5  # ... so the vectors are not unit length, unlike F.normalize's
+    assert not torch.allclose(got, torch.nn.functional.normalize(z, dim=-1, eps=1e-7), rtol=1e-5, atol=0)

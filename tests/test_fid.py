@@ -56,3 +56,26 @@ def test_real_weights_give_2048_d_features_that_tell_the_domains_apart(inception
     across = fid.score(src, tgt_train, n=8, cache=tmp_path / "cache", net=inception)
     within = fid.score(tgt_val, tgt_train, n=8, cache=tmp_path / "cache", net=inception)
     assert within["KID"] < across["KID"] and within["FID"] < across["FID"]
+
+
+def test_kid_of_whole_sets_is_the_exact_unbiased_mmd_also_for_unequal_sizes():
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(7, 5, generator=g).double(), torch.randn(11, 5, generator=g).double() + 0.3
+    k = lambda a, b: (float(a @ b) / 5 + 1) ** 3  # the cubic kernel, pair by pair
+    xx = sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    yy = sum(k(y[i], y[j]) for i in range(11) for j in range(11) if i != j) / (11 * 10)
+    xy = sum(k(x[i], y[j]) for i in range(7) for j in range(11)) / (7 * 11)
+    want = 1000 * (xx + yy - 2 * xy)
+    for seed in (0, 1):  # no subsampling: every seed gives the same value, and no std
+        r = fid.kid_fid(x, y, seed=seed)
+        assert r["KID"] == pytest.approx(want, rel=1e-9) and r["KID_std"] is None
+    # equal sizes: torchmetrics' KID with one subset of the whole sets says the same
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    z = torch.randn(11, 5, generator=g).double()
+    tm = KernelInceptionDistance(feature=fid._Given(5), subset_size=11, subsets=1)
+    tm.update(z, real=True)
+    tm.update(y, real=False)
+    assert fid.kid_fid(z, y)["KID"] == pytest.approx(1000 * float(tm.compute()[0]), rel=1e-9)
+    # with more than `subset` frames on both sides: subsets, with a std
+    assert fid.kid_fid(z, y, subset=8)["KID_std"] is not None

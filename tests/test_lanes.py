@@ -5,7 +5,7 @@ import os
 import pytest
 
 from i2iuda.errors import UserError
-from i2iuda.lanes import Job, run_in_lanes, threads_per_lane
+from i2iuda.study.lanes import Job, run_in_lanes, threads_per_lane
 
 
 def record(folder: str, name: str, fail: bool = False) -> None:
@@ -46,7 +46,7 @@ def test_a_failing_lane_stops_the_study_with_its_line(tmp_path):
 def test_tiny_study_in_two_lanes(tmp_path):
     from test_study import tiny
 
-    from i2iuda.experiment import run_study
+    from i2iuda.study import run_study
 
     cfg = tiny(tmp_path, "lanes=2", "workers=1")  # loader workers inside a lane (translation, evaluation)
     metrics = run_study(cfg, tmp_path / "run", progress=False)
@@ -64,10 +64,10 @@ def test_tiny_study_in_two_lanes(tmp_path):
 def test_lanes_setting_is_checked(tmp_path, monkeypatch):
     from test_study import tiny
 
-    from i2iuda.experiment import run_study
+    from i2iuda.study import run_study
 
-    with pytest.raises(UserError, match="lanes=0: expected 1 or more"):
-        run_study(tiny(tmp_path, "lanes=0"), tmp_path / "run", progress=False)
+    with pytest.raises(UserError, match=r"lanes=0: out of range \(expected >= 1\)"):  # refused at load
+        tiny(tmp_path, "lanes=0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(UserError, match="lanes=2 under torchrun"):
         run_study(tiny(tmp_path, "lanes=2"), tmp_path / "run", progress=False)

@@ -4,12 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from i2iuda.config import load_config
 from i2iuda.data.datasets import build_index, load_pair
 from i2iuda.data.synthetic import generate_real_sizes
-from i2iuda.experiment import StudyConfig, run_study
+from i2iuda.study import StudyConfig, run_study
 from i2iuda.segmentation.evaluate import EvalProtocol, run_eval
 
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "study_rehearsal_real_sizes.yaml"
@@ -39,7 +40,12 @@ def test_the_published_preset_runs_at_real_sizes(tmp_path):
     print("\nrehearsal at real sizes: stage, seconds, peak RSS so far (MB)")
     for name, s in stages.items():
         print(f"  {name:24s} {s['seconds']:7.1f} {s['peak_rss_mb']:7d}")
-    assert set(metrics["arms"]) == {"source_only", "cyclegan"}
+    assert set(metrics["arms"]) == {"source_only", "cyclegan", "dacs", "cyclegan_dacs", "cyclegan_daformer", "cyclegan_mic"}
+    # the online arms at the papers' crops: 512x512 of GTA5 at 720x1280 and of Cityscapes at 512x1024
+    mic = yaml.safe_load((run / "segment" / "cyclegan_mic" / "config.yaml").read_text())
+    assert mic["data"]["crop"] == [512, 512] and mic["online"]["target_size"] == [512, 1024] and mic["online"]["mic"]
+    assert json.loads((run / "segment" / "cyclegan_mic" / "summary.json").read_text())["steps"] == 1
+    assert (run / "segment" / "cyclegan_daformer" / "rcs.json").is_file()
     # translated at the size the segmenter consumes (the published preset's 720x1280), not 512x1024
     frame = next((run / "translated" / "cyclegan" / "images").glob("*.png"))
     assert Image.open(frame).size == (1280, 720)
@@ -49,7 +55,7 @@ def test_the_published_preset_runs_at_real_sizes(tmp_path):
     assert sum(map(sum, ev["confusion"])) > 2 * 512 * 1024 * 2
     # the translated arm keeps the source's train/val holdout (val_fraction carried over)
     src_val = {Path(s.rel).name for s in build_index(specs["source_val"]).samples}
-    from i2iuda.experiment import translated_specs
+    from i2iuda.study.arms import translated_specs
     assert {Path(s.rel).name for s in build_index(translated_specs(cfg, run.resolve(), "cyclegan")[1]).samples} == src_val
 
     # sliding windows over the full-resolution frame, predictions written at the label's size

@@ -173,3 +173,55 @@ def test_sliding_window_covers_every_pixel_once_averaged():
     whole = predict_logits(net, x, (50, 90))
     slid = predict_sliding(net, x, (32, 48))
     assert slid.shape == whole.shape and torch.allclose(slid, whole, atol=1e-6)
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path):
+    """model.pretrained=PATH: a timm / torchvision checkpoint (safetensors or a weights_only state
+    dict) loads into the backbone by name and shape; a file that does not fit is one line with
+    the counts and the first keys."""
+    import timm
+    import torchvision
+    from safetensors.torch import save_file
+
+    from i2iuda.errors import UserError
+    from i2iuda.segmentation.models import ModelConfig, build_model
+
+    torch.manual_seed(3)
+    timm_net = timm.create_model("resnet10t")  # a classifier's full state dict: fc and a 4th stage too
+    save_file(timm_net.state_dict(), tmp_path / "r10t.safetensors")
+    m = build_model(ModelConfig(backbone="tu-resnet10t", encoder_depth=4, pretrained=str(tmp_path / "r10t.safetensors")))
+    assert torch.equal(m.encoder.model.conv1[0].weight, timm_net.conv1[0].weight)
+    assert torch.equal(m.encoder.model.layer3[0].bn1.running_var, timm_net.layer3[0].bn1.running_var)
+    # a torchvision ResNet-18 saved as a plain state dict (torch.save), into the smp encoder and DeepLabV2-style names
+    tv = torchvision.models.resnet18()
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tv.state_dict().items()}}, tmp_path / "r18.pth")
+    m = build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "r18.pth")))
+    assert torch.equal(m.encoder.layer4[1].conv2.weight, tv.layer4[1].conv2.weight)
+    tv50 = torchvision.models.resnet50()
+    torch.save(tv50.state_dict(), tmp_path / "r50.pth")
+    v2 = build_model(ModelConfig(arch="deeplabv2", backbone="resnet50", pretrained=str(tmp_path / "r50.pth")))
+    assert torch.equal(v2.backbone[7][2].conv3.weight, tv50.layer4[2].conv3.weight)
+    # another network's file: one line, the counts and the first keys
+    with pytest.raises(UserError, match=r"r18.pth: 34 of 55 backbone tensors fit; \d+ missing from the file "
+                                         r"\(conv1\.0\.weight, .*; \d+ in the file fit nowhere \(conv1\.weight"):
+        build_model(ModelConfig(backbone="tu-resnet10t", encoder_depth=4, pretrained=str(tmp_path / "r18.pth")))
+    with pytest.raises(UserError, match=r"resnet18.*another shape|of another shape"):
+        wide = {k: (torch.zeros(v.shape[0] + 1, *v.shape[1:]) if k == "conv1.weight" else v)
+                for k, v in tv.state_dict().items()}
+        save_file(wide, tmp_path / "resnet18_wide.safetensors")
+        build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "resnet18_wide.safetensors")))
+    (tmp_path / "junk.pth").write_bytes(b"not weights")
+    with pytest.raises(UserError, match="junk.pth: not a readable weights file"):
+        build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "junk.pth")))
+    with pytest.raises(UserError, match="absent.safetensors: file not found"):
+        build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "absent.safetensors")))
+    import os as _os
+
+    class Payload:
+        def __reduce__(self):
+            return _os.system, (f"touch {tmp_path / 'PWNED'}",)
+
+    torch.save({"conv1.weight": Payload()}, tmp_path / "evil.pth")
+    with pytest.raises(UserError, match="evil.pth: refused: it holds Python objects"):
+        build_model(ModelConfig(backbone="resnet18", pretrained=str(tmp_path / "evil.pth")))
+    assert not (tmp_path / "PWNED").exists()

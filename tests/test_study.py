@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from i2iuda.config import load_config
-from i2iuda.experiment import StudyConfig, arms, run_study
+from i2iuda.study import StudyConfig, run_study
+from i2iuda.study.arms import arms
 from i2iuda.report import check_in_browser, write_report
 
 TINY = [
@@ -46,7 +47,7 @@ def test_arms_as_data(tmp_path):
 
 
 def test_cycada_arm_trains_its_translator_after_source_only(tmp_path):
-    from i2iuda.experiment import _hash, stage_config, stage_list
+    from i2iuda.study.plan import stage_config, stage_hash, stage_list
 
     plain = tiny(tmp_path, "translate.methods={cyclegan: {}}")
     sem = tiny(tmp_path, "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}}")
@@ -61,7 +62,7 @@ def test_cycada_arm_trains_its_translator_after_source_only(tmp_path):
                  "segment.lr=0.001")
     b = {x.name: x for x in arms(other)}
     for name, changed in (("cyclegan", False), ("cyclegan_sem", True)):
-        h1, h2 = (_hash(stage_config(c, "translate", arms_[name])) for c, arms_ in ((sem, a), (other, b)))
+        h1, h2 = (stage_hash(stage_config(c, "translate", arms_[name])) for c, arms_ in ((sem, a), (other, b)))
         assert (h1 != h2) == changed, name
 
 
@@ -70,7 +71,7 @@ def test_settings_added_later_keep_finished_stages_valid(tmp_path):
     they leave every stage hash as it was (as if absent); set otherwise, the segment stage's moves."""
     import copy
 
-    from i2iuda.experiment import _hash, stage_config, stage_list
+    from i2iuda.study.plan import stage_config, stage_hash, stage_list
 
     cfg = tiny(tmp_path)
     for kind, arm in stage_list(cfg):
@@ -79,13 +80,62 @@ def test_settings_added_later_keep_finished_stages_valid(tmp_path):
         for d in (old.get("segment", {}).get("model", {}), old.get("all", {}).get("segment", {}).get("model", {})):
             d.pop("encoder_depth", None), d.pop("decoder_channels", None)
         old.get("all", {}).pop("lanes", None)
-        assert _hash(now) == _hash(old), kind
+        assert stage_hash(now) == stage_hash(old), kind
     source_only = arms(cfg)[0]
     for change in ("segment.model.encoder_depth=4", "segment.model.decoder_channels=128"):
-        assert _hash(stage_config(tiny(tmp_path, change), "segment", source_only)) != \
-            _hash(stage_config(cfg, "segment", source_only)), change
-    assert _hash(stage_config(tiny(tmp_path, "lanes=2"), "segment", source_only)) == \
-        _hash(stage_config(cfg, "segment", source_only))  # how the stages are scheduled is not a stage's config
+        assert stage_hash(stage_config(tiny(tmp_path, change), "segment", source_only)) != \
+            stage_hash(stage_config(cfg, "segment", source_only)), change
+    assert stage_hash(stage_config(tiny(tmp_path, "lanes=2"), "segment", source_only)) == \
+        stage_hash(stage_config(cfg, "segment", source_only))  # how the stages are scheduled is not a stage's config
+
+
+# Stage hashes written by the study before it was split into the study/ package (commit bc91b29,
+# i2iuda/experiment.py), for the config of test_a_study_from_before_the_split_is_skipped; the
+# benchmark was then the hard variant (source_gap 2).
+BEFORE_THE_SPLIT = {
+    "data": "dbe8e57f9459b78e",
+    "segment:source_only": "28cfb70555458bc2",
+    "translate:cyclegan": "85fc5473051d6d75",
+    "apply:cyclegan": "85fc5473051d6d75",
+    "translate:cyclegan_sem": "ba02f7aac8019399",
+    "apply:cyclegan_sem": "ba02f7aac8019399",
+    "translate:cut": "52a071be48c44c9f",
+    "apply:cut": "52a071be48c44c9f",
+    "translate:fda_b005": "e8a2696bad82b745",
+    "apply:fda_b005": "e8a2696bad82b745",
+    "segment:cyclegan": "68094ab3cc1de9e7",
+    "segment:cyclegan_sem": "302385ef55a6f914",
+    "segment:cut": "8b972411e221a171",
+    "segment:fda_b005": "9cb83915167e0fbe",
+    "segment:oracle": "04b21abb23fa9bf8",
+    "pseudo:st_r1": "5d078fbd58021a2b",
+    "segment:st_r1": "8f6775996dfcb7c4",
+    "pseudo:st_r2": "c0dc49eeab9a12f8",
+    "segment:st_r2": "9257a768dd5fbe1a",
+    "evaluate:source_only": "1447ffb128384566",
+    "evaluate:cyclegan": "0c4965a35249ab04",
+    "evaluate:cyclegan_sem": "3ace6be4d27a7bd4",
+    "evaluate:cut": "4635708977891ebc",
+    "evaluate:fda_b005": "71903e1f5cf79032",
+    "evaluate:st_r1": "a9ad3937d4fbb57c",
+    "evaluate:st_r2": "0424b3344a255f3b",
+    "evaluate:oracle": "823dca24d9c09abc",
+    "report": "24d23c55d914d659",
+}
+
+
+def test_a_study_from_before_the_split_is_skipped_stage_by_stage(tmp_path):
+    """Every stage kind (data, translate, apply, segment with CyCADA's f, FDA and self-training,
+    pseudo, evaluate with KID/FID, report) hashes as it did before the split, so a finished study
+    is skipped stage by stage (skipping on equal hashes: test_study_end_to_end)."""
+    from i2iuda.study.plan import stage_config, stage_hash, stage_list
+
+    cfg = load_config(StudyConfig, None, TINY + [
+        "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}, cut: {}, "
+        "fda_b005: {method: fda, beta: 0.05}}", "self_train={st: {teachers: [cyclegan, fda_b005], rounds: 2}}",
+        "eval.kid_fid=8", "data.synthetic_root=/pinned/bench", "data.synthetic.source_gap=2"])
+    now = {(f"{k}:{a.name}" if a else k): stage_hash(stage_config(cfg, k, a)) for k, a in stage_list(cfg)}
+    assert now == BEFORE_THE_SPLIT
 
 
 def test_study_end_to_end(tmp_path):
@@ -267,7 +317,7 @@ def _metrics(**miou):
 
 
 def test_seed_aggregate_is_mean_sample_std_and_paired_differences():
-    from i2iuda.seeds import aggregate, parse_seeds, seeds_table
+    from i2iuda.study.seeds import aggregate, parse_seeds, seeds_table
 
     agg = aggregate({0: _metrics(source_only=10, cyclegan=20, fda=11, oracle=30),
                      1: _metrics(source_only=12, cyclegan=19, fda=14, oracle=31),
@@ -287,7 +337,7 @@ def test_seed_aggregate_is_mean_sample_std_and_paired_differences():
     assert fs["std"] == pytest.approx(1.5275252, rel=1e-6)
     # 95% CI of the mean difference: t(0.975, 2) = 4.303 times std / sqrt(3); it holds 0 here
     assert fs["ci95"] == pytest.approx([2 / 3 - 3.79486, 2 / 3 + 3.79486], abs=1e-4)
-    from i2iuda.seeds import ci95
+    from i2iuda.study.seeds import ci95
     assert ci95([5.0]) is None and ci95([1.0, 3.0]) == pytest.approx([2 - 12.706, 2 + 12.706], abs=1e-3)
     assert "cyclegan - source_only: +11.00" in seeds_table(agg)
     assert parse_seeds("0-2") == [0, 1, 2] and parse_seeds("3,1") == [3, 1]
@@ -298,7 +348,7 @@ def test_seed_aggregate_is_mean_sample_std_and_paired_differences():
 
 
 def test_two_seed_study_aggregates_and_reports(tmp_path):
-    from i2iuda.seeds import run_seeds
+    from i2iuda.study.seeds import run_seeds
 
     cfg = tiny(tmp_path, "oracle=false")
     m = run_seeds(cfg, tmp_path / "seeds", [0, 1], progress=False)
@@ -316,7 +366,7 @@ def test_two_seed_study_aggregates_and_reports(tmp_path):
 
 
 def test_self_training_arms_pseudo_label_with_the_previous_round(base_study):
-    from i2iuda.experiment import stage_list
+    from i2iuda.study.plan import stage_list
     from i2iuda.errors import UserError
 
     tmp_path = base_study
@@ -349,3 +399,30 @@ def test_self_training_arms_pseudo_label_with_the_previous_round(base_study):
     assert "## Arm st_r2" in report and "Pseudo-label quality" in report and "pseudo_labels.png" in report
     with pytest.raises(UserError, match="self_train.st.teachers: \\['nope'\\]"):
         stage_list(tiny(tmp_path, "self_train={st: {teachers: [nope]}}"))
+
+
+def test_online_arms_train_on_their_source_arms_data_and_are_reported(tmp_path):
+    from i2iuda.errors import UserError
+    from i2iuda.study.arms import segment_config
+    from i2iuda.study.plan import needs, stage_list
+
+    cfg = tiny(tmp_path, "online={dacs: {source: source_only}, cg_mic: {source: cyclegan, mic: true, alpha: 0.999}}",
+               "oracle=false")
+    a = {x.name: x for x in arms(cfg)}
+    assert a["cg_mic"].kind == "online" and a["cg_mic"].base == "cyclegan"
+    seg = segment_config(cfg, a["cg_mic"], tmp_path / "run")
+    assert seg.train.endswith("translated/cyclegan:train") and seg.target.endswith(":target-train")
+    assert seg.online.mic and seg.online.alpha == 0.999 and not seg.online.rare_class_sampling
+    assert segment_config(cfg, a["dacs"], tmp_path / "run").train.endswith(":source-train")
+    assert needs(cfg, "segment", a["cg_mic"]) == {"data", "apply:cyclegan"}
+    order = [f"{k}:{x.name}" if x else k for k, x in stage_list(cfg)]
+    assert order.index("segment:cg_mic") > order.index("apply:cyclegan")
+    with pytest.raises(UserError, match="online.x.source: 'fda': expected source_only or a translation arm"):
+        arms(tiny(tmp_path, "online={x: {source: fda}}"))
+    with pytest.raises(UserError, match=r"online.x.mic_ratio=1.0: out of range"):
+        tiny(tmp_path, "online={x: {mic_ratio: 1.0}}")
+    m = run_study(cfg, tmp_path / "run", progress=False)
+    assert m["arms"]["cg_mic"]["kind"] == "online" and 0 <= m["arms"]["cg_mic"]["online"]["confidence_weight"] <= 1
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Arm cg_mic" in report and "MIC" in report and "figures/online_cg_mic.png" in report
+    assert (tmp_path / "run" / "figures" / "online_cg_mic.png").is_file()

@@ -7,7 +7,8 @@ import pytest
 from i2iuda.data import labels as L
 from i2iuda.data.check import CheckReport, check_dataset, format_report, object_thickness
 from i2iuda.data.datasets import build_index, load_pair
-from i2iuda.data.synthetic import NoiseBank, SynthConfig, generate, render_frame, write_preview
+from i2iuda.data.synthetic import (HARD_COLORS, TARGET_COLORS, NoiseBank, SynthConfig, generate, render_frame,
+                                   source_palette, write_preview, written_with)
 
 CFG = SynthConfig(height=64, width=128)  # the CPU preset's size
 REQUIRED = [n for n in L.CLASS_NAMES if n != "train"]  # the benchmark draws no trains
@@ -80,23 +81,88 @@ def test_thin_classes_are_thin_but_resolvable_at_the_cpu_preset():
         assert share[L.CLASS_NAMES.index(name)] > 0.002, (name, share[L.CLASS_NAMES.index(name)])
 
 
-def test_domains_differ_in_class_appearance_not_in_geometry():
+def class_means(fs, classes=(0, 2, 8, 10)):
+    """Per class, the mean RGB of its pixels over the frames (nan where absent)."""
+    means = {}
+    for img, lab in fs:
+        for c in classes:
+            means.setdefault(c, []).append(img[lab == c].mean(0) if (lab == c).any() else np.full(3, np.nan))
+    return {c: np.nanmean(v, 0) for c, v in means.items()}
+
+
+def hsv(rgb):
+    import colorsys
+
+    return colorsys.rgb_to_hsv(*(np.asarray(rgb, float) / 255))
+
+
+def test_the_source_is_a_game_render_of_the_targets_world():
+    """At the default gap each class keeps the target's hue family (roads grey, vegetation green,
+    sky blue-grey) but is more saturated and cleaner (no texture): the real kind of gap. The hard
+    variant's sky, vegetation and cars have other hues and saturations than the target's."""
+    tgt = frames("target", 40, "train")
+    src = [render_frame("source", i, "all", CFG, NoiseBank(64, 128, np.random.default_rng(0))) for i in range(40)]
+    ms, mt = class_means(src, (2, 8, 10, 13)), class_means(tgt, (2, 8, 10, 13))
+    for c in (2, 8):  # building (brown), vegetation (green): chromatic in both, the same hue
+        (hs, ss, _), (ht, st, _) = hsv(ms[c]), hsv(mt[c])
+        assert min(abs(hs - ht), 1 - abs(hs - ht)) < 0.06, (L.CLASS_NAMES[c], hs, ht)
+        assert ss > st, (L.CLASS_NAMES[c], ss, st)  # the game look is more saturated
+    # the target's surfaces are textured, the source's are flat: per-frame spread within a class
+    spread = lambda fs, c: np.median([img[lab == c].std(0).mean() for img, lab in fs if (lab == c).sum() > 50])
+    for c in (1, 3, 9):  # sidewalk, wall, terrain (no markings, windows or shading within them)
+        assert spread(tgt, c) > 3 * spread(src, c) + 1, (L.CLASS_NAMES[c], spread(tgt, c), spread(src, c))
+    hard = [render_frame("source", i, "all", SynthConfig(64, 128, source_gap=2.0), NoiseBank(64, 128, np.random.default_rng(0)))
+            for i in range(40)]
+    mh = class_means(hard, (8, 10, 13))
+    assert hsv(mh[10])[1] > 0.6 > 0.2 > hsv(mt[10])[1]  # a saturated blue sky against a pale grey one
+    assert hsv(mh[13])[1] > 0.6 > hsv(mt[13])[1]  # blue cars against grey ones
+    assert np.abs(mh[8] - mt[8]).max() > 80  # a bright green against a dark one
+
+
+def test_every_gap_draws_the_same_scenes_and_the_hard_one_is_the_first_benchmark():
+    bank = NoiseBank(64, 128, np.random.default_rng([0, 99]))
+    gaps = {g: [render_frame("source", i, "all", SynthConfig(64, 128, source_gap=g), bank) for i in range(24)]
+            for g in (0.0, 0.6, 1.0, 1.5, 2.0)}
+    for g, fs in gaps.items():  # only the colours change with the gap: the labels are the same
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(fs, gaps[0.0])), g
+    assert source_palette(0.0) == TARGET_COLORS and source_palette(2.0) == HARD_COLORS
+    # the first benchmark's source (before source_gap existed), per-class mean colour of these 24
+    # frames, measured then: a changed palette or random stream moves them by several levels
+    first = {0: (109.22, 102.38, 122.11), 2: (126.79, 127.35, 140.49), 8: (36.61, 177.42, 37.49),
+             10: (65.6, 134.97, 220.56), 13: (40.16, 57.09, 162.5), 11: (188.41, 56.5, 50.79),
+             7: (24.96, 89.04, 215.05), 14: (243.44, 179.39, 51.41)}
+    for c, want in first.items():  # pixel-weighted over the 24 frames
+        got = np.concatenate([img[lab == c] for img, lab in gaps[2.0]]).mean(0)
+        assert np.abs(got - np.array(want)).max() < 0.5, (L.CLASS_NAMES[c], got, want)
+    # the target does not depend on the source's gap
+    for g in (0.0, 2.0):
+        a = render_frame("target", 3, "val", SynthConfig(64, 128, source_gap=g), bank)
+        b = render_frame("target", 3, "val", CFG, bank)
+        assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    with pytest.raises(ValueError, match="source_gap 2.5"):
+        source_palette(2.5)
+
+
+def test_class_layout_is_similar_in_both_domains():
     src, tgt = frames("source", 40, "all"), frames("target", 40, "train")
-
-    def class_means(fs):
-        means = {}
-        for img, lab in fs:
-            for c in (0, 2, 8, 10):
-                means.setdefault(c, []).append(img[lab == c].mean(0) if (lab == c).any() else np.full(3, np.nan))
-        return {c: np.nanmean(v, 0) for c, v in means.items()}
-
-    ms, mt = class_means(src), class_means(tgt)
-    for c in ms:  # every major class looks different (> 25 grey levels apart on average)
-        assert np.abs(ms[c] - mt[c]).max() > 25, (L.CLASS_NAMES[c], ms[c], mt[c])
-    # class layout is similar: road and sky cover comparable fractions in both domains
     frac = lambda fs, c: np.mean([(lab == c).mean() for _, lab in fs])
-    for c in (0, 10):
+    for c in (0, 10):  # road and sky cover comparable fractions in both domains
         assert 0.5 < frac(src, c) / frac(tgt, c) < 2.0
+
+
+def test_a_benchmark_drawn_with_other_settings_is_drawn_again(tmp_path):
+    cfg = SynthConfig(height=32, width=64, n_source=4, n_target_train=2, n_target_val=2, workers=1, source_gap=2.0)
+    generate(tmp_path, cfg, progress=False)
+    first = (tmp_path / "source" / "images" / "00001.png").read_bytes()
+    target = (tmp_path / "target" / "leftImg8bit" / "val" / "delta" / "delta_000000_000019_leftImg8bit.png").read_bytes()
+    generate(tmp_path, SynthConfig(**{**cfg.__dict__, "workers": 2}), progress=False)  # workers: same frames, kept
+    assert written_with(tmp_path)["workers"] == 1
+    generate(tmp_path, SynthConfig(**{**cfg.__dict__, "source_gap": 0.5}), progress=False)
+    assert (tmp_path / "source" / "images" / "00001.png").read_bytes() != first  # not the old frame kept
+    assert (tmp_path / "target" / "leftImg8bit" / "val" / "delta" / "delta_000000_000019_leftImg8bit.png").read_bytes() == target
+    assert written_with(tmp_path)["source_gap"] == 0.5 and written_with(tmp_path)["complete"]
+    (tmp_path / "synth.json").write_text('{"height": 32}')  # written before source_gap existed: the hard variant
+    assert written_with(tmp_path)["source_gap"] == 2.0
 
 
 def test_generator_speed():

@@ -62,6 +62,9 @@ def synth(
     size: str = typer.Option("64x128", help="Frame size HxW (the CPU preset's: frames are drawn at the size the nets consume)."),
     seed: int = typer.Option(0, help="Seed: the same seed writes the same frames."),
     workers: int = typer.Option(2, help="Processes that render and write frames."),
+    source_gap: float | None = typer.Option(None, "--source-gap", help="How far the source's colours are from the "
+                                            "target's: 0 (its palette) .. 1 (a game look of it) .. 2 (the hard "
+                                            "variant's other hues); default: the benchmark's."),
     preview: bool = typer.Option(False, "--preview", help="Also write OUT/preview.png: frames with label overlays."),
     preset: str | None = typer.Option(None, "--preset", help="real-sizes: a few frames at GTA5's 1914x1052 "
                                                              "(OUT/gta5) and Cityscapes' 2048x1024 (OUT/cityscapes) "
@@ -83,6 +86,10 @@ def synth(
     h, w = parse_size(size)
     cfg = SynthConfig(height=h, width=w, n_source=n_source, n_target_train=n_target_train,
                       n_target_val=n_target_val, seed=seed, workers=workers)
+    if source_gap is not None:
+        if not 0 <= source_gap <= 2:
+            raise UserError(f"--source-gap {source_gap:g}: expected 0..2 (0 the target's palette, 2 the hard variant)")
+        cfg.source_gap = source_gap
     for name in ("n_source", "n_target_train", "n_target_val"):
         if getattr(cfg, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
@@ -259,6 +266,28 @@ def segment_train(
                f"best source-val mIoU {s['best_val_mIoU']:.2f}; run folder: {out}")
 
 
+@segment_app.command("adapt")
+def segment_adapt(
+    out: Path = typer.Option(..., "--out", help="Run folder."),
+    train: str | None = typer.Option(None, "--train", help="Labelled source training data (raw or translated)."),
+    val: str | None = typer.Option(None, "--val", help="Source validation spec (curves of student and teacher)."),
+    target: str | None = typer.Option(None, "--target", help="Unlabelled target frames, e.g. cityscapes:/data/cityscapes:train."),
+    config: Path | None = typer.Option(None, "--config", help="YAML config (see configs/segment_*.yaml, online: ...)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
+    overrides: list[str] = typer.Argument(None, help="Config overrides, e.g. online.mic=true online.rare_class_sampling=true."),
+) -> None:
+    """Online self-training on the target: a student and its EMA teacher with ClassMix (DACS),
+    optionally rare-class sampling (DAFormer) and masked image consistency (MIC). Keeps the last student."""
+    from .segmentation.online import resolve_config, train_online
+
+    cfg = resolve_config(out, config, _overrides(overrides, train=train, val=val, target=target), resume)
+    s = train_online(cfg, out, resume=resume)
+    last = s["history"][-1] if s["history"] else {}
+    typer.echo(f"{s['steps']} steps in {s['wall_seconds']:.0f}s ({s['steps_per_second']} steps/s); source-val mIoU "
+               f"student {last.get('mIoU', float('nan')):.2f}, teacher {last.get('teacher_mIoU', float('nan')):.2f}; "
+               f"run folder: {out} (checkpoints/best.safetensors: the last student)")
+
+
 def parse_scales(text: str) -> tuple[float, ...]:
     """--scales '0.75,1.0,1.25' -> (0.75, 1.0, 1.25)."""
     try:
@@ -358,11 +387,11 @@ def run_cmd(
 ) -> None:
     """The whole study: every arm (source-only, one per translator, oracle) trained and evaluated on target val."""
     from .config import load_config
-    from .experiment import StudyConfig, results_table, run_study
+    from .study import StudyConfig, results_table, run_study
 
     cfg = load_config(StudyConfig, config or DEFAULT_STUDY, list(overrides or []))
     if seeds is not None:
-        from .seeds import parse_seeds, run_seeds, seeds_table
+        from .study import parse_seeds, run_seeds, seeds_table
 
         if any(o.split("=")[0].strip() == "seed" for o in overrides or []):
             raise UserError("--seeds sets the seed of each run: drop the seed= override")

@@ -3,12 +3,18 @@ saved with every run as YAML.
 
     cfg = load_config(TranslateConfig, "configs/x.yaml", ["model.ngf=32", "data.size=[64,128]"])
     save_config(cfg, run / "config.yaml")
+
+Every numeric option with a bounded meaning has its range in its dataclass's ``RANGES`` table,
+beside the fields (``RANGES = {"epochs": at_least(1), "lr": positive, ...}``), checked whenever
+the dataclass is loaded: a value out of range is refused with one line naming the key, the value
+and the range, before anything runs.
 """
 from __future__ import annotations
 
 import dataclasses
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +24,76 @@ from .errors import UserError
 from .io import write_yaml
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric option; of each element, for a tuple such as a size."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False  # lo itself is not allowed
+    hi_open: bool = False
+    off: float | None = None  # one more allowed value, meaning "off" (e.g. 0)
+    multiple_of: int | None = None
+    at_most: str = ""  # each element at most the same element of this other option (crop <= size)
+    ordered: bool = False  # a pair (low, high) with low <= high
+
+    def __str__(self) -> str:
+        parts = []
+        if self.lo is not None and self.hi is not None:
+            parts.append(f"{self.lo:g} {'<' if self.lo_open else '<='} x {'<' if self.hi_open else '<='} {self.hi:g}")
+        elif self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        elif self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        if self.multiple_of:
+            parts.append(f"a multiple of {self.multiple_of}")
+        if self.at_most:
+            parts.append(f"at most {self.at_most}")
+        if self.ordered:
+            parts.append("low <= high")
+        text = ", ".join(parts)
+        return text + (f" (or {self.off:g}: off)" if self.off is not None else "")
+
+    def allows(self, value, cfg) -> bool:
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        bound = getattr(cfg, self.at_most) if self.at_most else None
+        for i, v in enumerate(values):
+            if self.off is not None and v == self.off:
+                continue
+            if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+                return False
+            if self.hi is not None and (v > self.hi or (self.hi_open and v == self.hi)):
+                return False
+            if self.multiple_of and v % self.multiple_of:
+                return False
+            if bound is not None and v > (bound[i] if isinstance(bound, (list, tuple)) else bound):
+                return False
+        return not (self.ordered and len(values) == 2 and values[0] > values[1])
+
+
+def at_least(lo: float, **kw) -> Range:
+    return Range(lo=lo, **kw)
+
+
+def between(lo: float, hi: float, **kw) -> Range:
+    return Range(lo=lo, hi=hi, **kw)
+
+
+positive = Range(lo=0, lo_open=True)  # > 0
+fraction = Range(lo=0, hi=1)  # a probability or share, 0..1
+open_fraction = Range(lo=0, hi=1, lo_open=True, hi_open=True)  # strictly between 0 and 1
+adam_beta = Range(lo=0, hi=1, hi_open=True)  # 0 <= beta < 1
+
+
+def check_ranges(cfg: Any, where: str) -> None:
+    """Refuse, with one line, any option of ``cfg`` outside its dataclass's RANGES."""
+    for key, allowed in getattr(type(cfg), "RANGES", {}).items():
+        value = getattr(cfg, key)
+        if value is not None and not isinstance(value, bool) and not allowed.allows(value, cfg):
+            shown = list(value) if isinstance(value, tuple) else value
+            raise UserError(f"{where}.{key}={shown}: out of range (expected {allowed})")
 
 
 def to_dict(cfg: Any) -> Any:
@@ -90,13 +166,21 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(names))})")
     # missing keys keep their defaults
-    return cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+    try:
+        cfg = cls(**{k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()})
+    except ValueError as e:  # a dataclass's own check (__post_init__)
+        raise UserError(f"{where}: {e}") from None
+    check_ranges(cfg, where)
+    return cfg
 
 
 def merge(base: dict, extra: dict) -> dict:
+    """``base`` updated with ``extra``, mappings key by key (a preset or an override adds and
+    changes keys of the mapping it updates); an empty mapping empties it (merging nothing would
+    be a no-op, never what ``self_train={}`` means), anything else replaces."""
     out = dict(base)
     for k, v in extra.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and v and isinstance(out.get(k), dict) else v
     return out
 
 

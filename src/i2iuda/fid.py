@@ -2,15 +2,19 @@
 pool features of the standard FID Inception network.
 
     KID (Binkowski et al. 2018): the unbiased squared MMD between the two feature sets with the
-        cubic kernel k(x, y) = (x.y / 2048 + 1)^3; with more than 1000 frames a side, averaged
-        over 100 random subsets of 1000 (and its std over subsets reported), else over the whole
-        sets at once; reported x 1000. Unbiased at small N: the primary measure here.
+        cubic kernel k(x, y) = (x.y / 2048 + 1)^3; with more than 1000 frames on both sides,
+        averaged over 100 random subsets of 1000 a side (its std over subsets reported), else
+        computed exactly over the whole sets, of equal or unequal sizes m and n (no subsampling,
+        no std, the same value for every seed):
+            MMD^2_u = sum_{i != j} k(x_i, x_j) / (m (m-1)) + sum_{i != j} k(y_i, y_j) / (n (n-1))
+                      - 2 sum_{i, j} k(x_i, y_j) / (m n)
+        reported x 1000. Unbiased at small N: the primary measure here.
     FID (Heusel et al. 2017): |mu_r - mu_f|^2 + Tr(S_r + S_f - 2 (S_r S_f)^1/2) of the two
         feature sets' means and covariances. Biased upward below ~2048 frames: compare FIDs
         only at equal N.
 
-Both are computed by torchmetrics from features computed (and cached) here: its metrics get
-the identity as their feature extractor.
+FID and the subset KID are computed by torchmetrics from features computed (and cached) here (its
+metrics get the identity as their feature extractor); the whole-set KID by ``mmd2_unbiased``.
 
 **The network** is the standard one FID and KID are defined with (TensorFlow's Inception graph
 of 2015-12-05) as a TorchScript file, ``default_1.pt`` (SHA-1 a16e4d89...562), shipped inside the
@@ -129,25 +133,37 @@ class _Given(torch.nn.Module):
         return feats
 
 
-def kid_fid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> dict:
-    """{KID (x 1000), KID_std (over subsets), FID, N_real, N_fake} of two feature sets."""
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """KID's unbiased MMD^2 of two whole feature sets (m, d) and (n, d), m and n >= 2, cubic kernel."""
+    d = x.shape[1]
+    k_xx, k_yy, k_xy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+    m, n = len(x), len(y)
+    return ((k_xx.sum() - k_xx.diagonal().sum()) / (m * (m - 1))
+            + (k_yy.sum() - k_yy.diagonal().sum()) / (n * (n - 1)) - 2 * k_xy.mean())
+
+
+def kid_fid(real: torch.Tensor, fake: torch.Tensor, seed: int = 0, subset: int = 1000) -> dict:
+    """{KID (x 1000), KID_std (over subsets; None for the whole sets), FID, N_real, N_fake}."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
-    size = min(len(real), len(fake), 1000)
-    whole = size == min(len(real), len(fake))  # one subset: the whole (smaller) set, no spread to report
+    whole = min(len(real), len(fake)) <= subset  # exact over the whole sets (module docstring)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchmetrics' note that KID keeps every feature in memory
         fid = FrechetInceptionDistance(feature=_Given(real.shape[1]))
-        kid = KernelInceptionDistance(feature=_Given(real.shape[1]), subset_size=size, subsets=1 if whole else 100)
-        for m in (fid, kid):
-            m.update(real, real=True)
-            m.update(fake, real=False)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # KID's subsets
-            k_mean, k_std = kid.compute()
+        fid.update(real, real=True)
+        fid.update(fake, real=False)
         f = float(fid.compute())
-    return {"KID": 1000 * float(k_mean), "KID_std": None if whole else 1000 * float(k_std), "FID": f,
+        if whole:
+            k_mean, k_std = mmd2_unbiased(real.double(), fake.double()), None
+        else:
+            kid = KernelInceptionDistance(feature=_Given(real.shape[1]), subset_size=subset, subsets=100)
+            kid.update(real, real=True)
+            kid.update(fake, real=False)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # KID's subsets
+                k_mean, k_std = kid.compute()
+    return {"KID": 1000 * float(k_mean), "KID_std": None if k_std is None else 1000 * float(k_std), "FID": f,
             "N_real": len(real), "N_fake": len(fake)}
 
 

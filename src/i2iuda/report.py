@@ -207,6 +207,8 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     for name, a in arms.items():
         if a["kind"] == "self_train":
             md += self_train_section(run, name, a, rows[name])
+        if a["kind"] == "online":
+            md += online_section(run, name, a, rows[name], figs)
         if a["kind"] != "translation":
             continue
         md += [f"## Arm {name}", "", a["description"], ""]
@@ -254,6 +256,50 @@ def self_train_section(run: Path, name: str, arm: dict, row: dict) -> list[str]:
         f = lambda v: "n/a" if v is None else f"{v:.1f}"
         md += [f"| {c} | {t:.2f} | {f(q['precision'])} | {f(q['coverage'])} |"
                for (c, q), t in zip(pl["per_class"].items(), pl["thresholds"])] + [""]
+    return md
+
+
+def online_section(run: Path, name: str, arm: dict, row: dict, figs: Path) -> list[str]:
+    """An online self-training arm: its recipe, its last training step's mixed frames (and MIC's
+    masked ones), the teacher's confidence weight over training and the student's and teacher's
+    source-val mIoU per epoch."""
+    md = [f"## Arm {name}", "", arm["description"] + ".", ""]
+    images = sorted((run / arm["segment"] / "images").glob("step_*.png"))
+    if images:
+        rel = images[-1].relative_to(run).as_posix()
+        md += ["The last training step: source frames with their labels, target frames with the teacher's labels, "
+               "the mixed frames the student trains on (source objects pasted into target frames, then strongly "
+               "augmented) with their mixed labels" + (", and MIC's masked target frames" if "mic" in arm["description"]
+                                                      or "MIC" in arm["description"] else "") + ":", "",
+               f"![{name} training step]({rel})", ""]
+    hist = _read_json(run / arm["segment"] / "history.json", [])
+    log = run / arm["segment"] / "losses.jsonl"
+    lines = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
+    q = [(ln["step"], ln["loss/q"]) for ln in lines if "loss/q" in ln]
+    if hist or q:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
+        if q:
+            axes[0].plot(*zip(*q), color="#1e88e5")
+        axes[0].set_title("confidence weight q (share of target pixels >= threshold)")
+        axes[0].set_xlabel("step")
+        axes[0].set_ylim(0, 1)
+        if hist:
+            epochs = [h["epoch"] for h in hist]
+            axes[1].plot(epochs, [h["mIoU"] for h in hist], marker="o", label="student")
+            axes[1].plot(epochs, [h.get("teacher_mIoU") for h in hist], marker="s", ls="--", label="teacher")
+            axes[1].legend(fontsize=8)
+        axes[1].set_title("(translated) source val mIoU")
+        axes[1].set_xlabel("epoch")
+        for ax in axes:
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(figs / f"online_{name}.png")
+        plt.close(fig)
+        md += [f"![{name} confidence weight and curves](figures/online_{name}.png)", ""]
+    o = row.get("online") or {}
+    if o.get("confidence_weight") is not None:
+        md += [f"At the end: confidence weight {o['confidence_weight']:.3f} (last epoch's mean); source-val mIoU "
+               f"student {o['student_source_val_mIoU']:.2f}, teacher {o['teacher_source_val_mIoU']:.2f}.", ""]
     return md
 
 

@@ -1,15 +1,27 @@
 """The built-in synthetic benchmark: procedural street scenes in two domains.
 
-*Source* is a "game render": flat, saturated per-class colours, hard edges, no noise. It is
-written in GTA5's layout (``source/images``, ``source/labels`` as palette PNGs of labelIds).
-*Target* is a "photo": other per-class colours (muted, overcast sky, warm buildings), texture
-on every surface, per-frame exposure, colour cast and vignetting, shadows across the road,
-lens blur and sensor noise, and a mildly different layout (higher horizon, narrower roads,
-more cars, an ego-vehicle hood). It is written in Cityscapes' layout (``target/leftImg8bit``,
+*Target* is a "photo": muted per-class colours (overcast sky, warm buildings, dark foliage),
+texture on every surface, per-frame exposure, colour cast and vignetting, shadows across the
+road, lens blur and sensor noise, and its own layout (higher horizon, narrower roads, more cars,
+an ego-vehicle hood). It is written in Cityscapes' layout (``target/leftImg8bit``,
 ``target/gtFine`` with ``*_gtFine_labelIds.png``, train and val).
 
-Both domains share the label space and the family of geometries, so the gap is one of
-appearance, which unpaired translation can close in principle; the target's appearance is
+*Source* is a "game render" of the same world: each class in a colour of the same family as
+the target's, pushed the way game engines differ from photos (more saturated and brighter),
+flat shading, hard edges, clean lighting, no texture, no sensor noise, no lens blur, less
+per-instance colour variation, and its own layout (lower horizon, wider roads, fewer cars, no
+hood). It is written in GTA5's layout (``source/images``, ``source/labels`` as palette PNGs of
+labelIds).
+
+How far the source's colours are from the target's is one setting, ``source_gap`` (see
+``source_palette``): 0 draws the source in the target's own palette (the render differences
+alone), 1 is a full game look of the target's palette (HSV saturation x 1.6, value x 1.15), and
+2 is the *hard* variant, the first benchmark's remapped palette in which most classes have
+another hue than in the target (blue cars and signs, yellow trucks, red people). Every source
+frame has the same scene and labels at every gap: only its colours change. The default was set
+by the source-only / oracle mIoU ratio alone (docs/benchmark.md).
+
+Both domains share the label space and the family of geometries; the target's appearance is
 random per frame and per pixel (noise, textures, casts), so no formula inverts it.
 
 Scenes are drawn in a one-point perspective: the ground row ``y`` below the horizon ``h``
@@ -18,13 +30,18 @@ lateral distance ``u`` from the road centre (in bottom-row pixels) is at ``x = v
 """
 from __future__ import annotations
 
+import colorsys
 import multiprocessing as mp
+import shutil
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 
+from ..config import at_least, between
 from ..io import atomic_write_bytes, encode_png, save_palette_png, write_json
 from . import labels as L
 
@@ -33,16 +50,7 @@ ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY, PER
     CAR, TRUCK, BUS, TRAIN, MOTO, BIKE = range(19)
 VOID = L.IGNORE
 
-# Per-class base colours (RGB, 0..1) of each domain. Source: saturated game palette.
-# Target: muted "photographic" palette with different statistics per class.
-SOURCE_COLORS = {
-    ROAD: (0.42, 0.40, 0.47), SIDEWALK: (0.78, 0.70, 0.62), BUILDING: (0.55, 0.55, 0.60),
-    WALL: (0.75, 0.62, 0.45), FENCE: (0.60, 0.45, 0.30), POLE: (0.30, 0.30, 0.32),
-    LIGHT: (0.15, 0.15, 0.15), SIGN: (0.10, 0.35, 0.85), VEG: (0.15, 0.70, 0.15),
-    TERRAIN: (0.55, 0.80, 0.25), SKY: (0.30, 0.60, 1.00), PERSON: (0.85, 0.20, 0.20),
-    RIDER: (0.95, 0.55, 0.10), BIKE: (0.10, 0.10, 0.10), MOTO: (0.55, 0.10, 0.45),
-    TRUCK: (0.90, 0.85, 0.20), BUS: (0.95, 0.45, 0.10), CAR: (0.20, 0.30, 0.85),
-}
+# Per-class base colours (RGB, 0..1). The target's: a muted "photographic" palette.
 TARGET_COLORS = {
     ROAD: (0.33, 0.34, 0.33), SIDEWALK: (0.50, 0.48, 0.46), BUILDING: (0.52, 0.44, 0.36),
     WALL: (0.58, 0.56, 0.50), FENCE: (0.36, 0.40, 0.30), POLE: (0.45, 0.46, 0.48),
@@ -51,6 +59,54 @@ TARGET_COLORS = {
     RIDER: (0.35, 0.30, 0.25), BIKE: (0.15, 0.22, 0.38), MOTO: (0.40, 0.22, 0.22),
     TRUCK: (0.70, 0.70, 0.68), BUS: (0.60, 0.62, 0.55), CAR: (0.45, 0.45, 0.48),
 }
+# The hard variant's source palette (source_gap 2; the first benchmark's): saturated colours of
+# other hues than the target's for most classes, a gap of a kind no real pair of domains has.
+HARD_COLORS = {
+    ROAD: (0.42, 0.40, 0.47), SIDEWALK: (0.78, 0.70, 0.62), BUILDING: (0.55, 0.55, 0.60),
+    WALL: (0.75, 0.62, 0.45), FENCE: (0.60, 0.45, 0.30), POLE: (0.30, 0.30, 0.32),
+    LIGHT: (0.15, 0.15, 0.15), SIGN: (0.10, 0.35, 0.85), VEG: (0.15, 0.70, 0.15),
+    TERRAIN: (0.55, 0.80, 0.25), SKY: (0.30, 0.60, 1.00), PERSON: (0.85, 0.20, 0.20),
+    RIDER: (0.95, 0.55, 0.10), BIKE: (0.10, 0.10, 0.10), MOTO: (0.55, 0.10, 0.45),
+    TRUCK: (0.90, 0.85, 0.20), BUS: (0.95, 0.45, 0.10), CAR: (0.20, 0.30, 0.85),
+}
+# A game engine's look at source_gap 1: HSV saturation and value scaled by these, clipped to 1.
+GAME_SATURATION, GAME_VALUE = 1.6, 1.15
+DEFAULT_SOURCE_GAP = 0.9  # set by the source-only / oracle ratio alone (docs/benchmark.md)
+
+
+@lru_cache(maxsize=16)
+def _palette(gap: float) -> tuple:
+    def game(rgb, strength):
+        h, s, v = colorsys.rgb_to_hsv(*rgb)
+        s = min(s * (1 + (GAME_SATURATION - 1) * strength), 1.0)
+        v = min(v * (1 + (GAME_VALUE - 1) * strength), 1.0)
+        return colorsys.hsv_to_rgb(h, s, v)
+
+    if gap >= 2:
+        return tuple(HARD_COLORS.items())
+    if gap <= 0:
+        return tuple(TARGET_COLORS.items())
+    if gap <= 1:
+        return tuple((c, game(rgb, gap)) for c, rgb in TARGET_COLORS.items())
+    t = gap - 1  # from the full game look toward the hard variant's hues, linearly in RGB
+    return tuple((c, tuple((1 - t) * a + t * b for a, b in zip(game(rgb, 1.0), HARD_COLORS[c])))
+                 for c, rgb in TARGET_COLORS.items())
+
+
+def source_palette(gap: float) -> dict[int, tuple[float, float, float]]:
+    """The source's base colour per class at ``source_gap`` = ``gap`` (0..2):
+
+        0       the target's own colours
+        0..1    a game look of them: HSV saturation x (1 + 0.6 gap), value x (1 + 0.15 gap),
+                clipped (the same hue: sky stays blue-grey, vegetation green, roads grey)
+        1..2    from the full game look (gap 1) to the hard variant's colours, linearly in RGB
+        2       the hard variant: the first benchmark's remapped hues (HARD_COLORS), exactly
+    """
+    if not 0 <= gap <= 2:
+        raise ValueError(f"source_gap {gap}: expected 0..2")
+    return dict(_palette(float(gap)))
+
+
 # How much per-instance colour variation each domain has (cars vary a lot in both).
 TEXTURE = {ROAD: 0.18, SIDEWALK: 0.22, BUILDING: 0.20, WALL: 0.25, FENCE: 0.3, VEG: 0.45, TERRAIN: 0.35,
            SKY: 0.06, PERSON: 0.2, RIDER: 0.2, CAR: 0.12, TRUCK: 0.12, BUS: 0.12, POLE: 0.1}
@@ -65,6 +121,13 @@ class SynthConfig:
     n_target_val: int = 500
     seed: int = 0
     workers: int = 2
+    # how far the source's colours are from the target's: 0 (the target's palette) .. 1 (a game
+    # look of it) .. 2 (the hard variant's remapped hues); see source_palette
+    source_gap: float = DEFAULT_SOURCE_GAP
+
+    RANGES: ClassVar[dict] = {"height": at_least(16), "width": at_least(16), "n_source": at_least(1),
+                              "n_target_train": at_least(1), "n_target_val": at_least(1), "seed": at_least(0),
+                              "workers": at_least(0), "source_gap": between(0, 2)}
 
 
 @dataclass(frozen=True)
@@ -328,7 +391,7 @@ def render_frame(domain: str, index: int, split: str, cfg: SynthConfig, bank: No
     rng = np.random.default_rng([cfg.seed, dom_id, split_id, index])
     H, W = cfg.height, cfg.width
     if domain == "source":
-        cv = Canvas(H, W, rng, SOURCE_COLORS, jitter=0.06)
+        cv = Canvas(H, W, rng, source_palette(cfg.source_gap), jitter=0.06)
         _scene(cv, SOURCE_LAYOUT, shading=True)
         img = cv.albedo
     else:
@@ -425,22 +488,46 @@ def _run_jobs(fn, jobs: list, total: int, workers: int, name: str, progress: boo
                 bar.advance(fn(job))
 
 
-def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
-    """Write the benchmark to ``out`` (resumable; a finished benchmark is left as it is)."""
-    out = Path(out)
-    manifest = out / "synth.json"
-    if manifest.exists():
-        import json
+def written_with(out: str | Path) -> dict | None:
+    """The settings a benchmark folder was drawn with (OUT/synth.json), or None if it has none.
+    ``complete`` is False while it is being written; folders written before ``source_gap``
+    existed are the hard variant (gap 2)."""
+    import json
 
-        if json.loads(manifest.read_text()) == asdict(cfg):
-            return out
+    manifest = Path(out) / "synth.json"
+    if not manifest.is_file():
+        return None
+    return {"source_gap": 2.0, "complete": True, **json.loads(manifest.read_text())}
+
+
+def drawn_by(settings: dict) -> dict:
+    """What decides the frames: every setting but the number of workers (and the write state)."""
+    return {k: v for k, v in settings.items() if k not in ("workers", "complete")}
+
+
+def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
+    """Write the benchmark to ``out``: resumable (finished frames are kept), a finished benchmark
+    is left as it is, and one drawn with other settings is drawn again (its frames would
+    otherwise be kept)."""
+    from ..progress import console
+
+    out = Path(out)
+    before = written_with(out)
+    if before is not None and drawn_by(before) == drawn_by(asdict(cfg)) and before["complete"]:
+        return out
+    if before is not None and drawn_by(before) != drawn_by(asdict(cfg)):
+        changed = ", ".join(f"{k} {before.get(k)} -> {v}" for k, v in drawn_by(asdict(cfg)).items() if before.get(k) != v)
+        console.print(f"[yellow]{out}: drawn with other settings ({changed}): drawing it again[/yellow]")
+        for sub in ("source", "target", "preview.png"):
+            (out / sub).unlink() if (out / sub).is_file() else shutil.rmtree(out / sub, ignore_errors=True)
+    write_json(out / "synth.json", {**asdict(cfg), "complete": False})
     chunk = 50
     jobs = []
     for domain, split, n in (("source", "all", cfg.n_source), ("target", "train", cfg.n_target_train),
                              ("target", "val", cfg.n_target_val)):
         jobs += [(out, domain, split, a, min(a + chunk, n), cfg) for a in range(0, n, chunk)]
     _run_jobs(_write_job, jobs, cfg.n_source + cfg.n_target_train + cfg.n_target_val, cfg.workers, "synth", progress)
-    write_json(manifest, asdict(cfg))
+    write_json(out / "synth.json", {**asdict(cfg), "complete": True})
     return out
 
 
@@ -460,9 +547,12 @@ def generate_real_sizes(out: str | Path, n_source: int = 16, n_target_train: int
 
     out = Path(out)
     about = {"preset": "real-sizes", "n_source": n_source, "n_target_train": n_target_train,
-             "n_target_val": n_target_val, "seed": seed}
-    if (out / "synth.json").is_file() and json.loads((out / "synth.json").read_text()) == about:
-        return out
+             "n_target_val": n_target_val, "seed": seed, "source_gap": DEFAULT_SOURCE_GAP}
+    if (out / "synth.json").is_file():
+        if json.loads((out / "synth.json").read_text()) == about:
+            return out
+        for sub in ("gta5", "cityscapes"):  # drawn with other settings: finished frames would be kept
+            shutil.rmtree(out / sub, ignore_errors=True)
     jobs = [(out, seed, "source", "all", i) for i in range(n_source)] \
         + [(out, seed, "target", "train", i) for i in range(n_target_train)] \
         + [(out, seed, "target", "val", i) for i in range(n_target_val)]

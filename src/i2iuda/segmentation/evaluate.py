@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from ..config import at_least, between
 from ..data import labels as L
 from ..data.datasets import Index, SegmentationDataset, build_index
 from ..data.transforms import denormalize, eval_transform
@@ -35,6 +36,8 @@ class EvalProtocol:
     flip: bool = False  # average with the horizontally flipped frame
     scales: tuple[float, ...] = (1.0,)  # test scales whose softmax scores are averaged
     classes: Literal["19", "16", "13"] = "19"  # classes in the means (SYNTHIA's 16/13-class protocols)
+
+    RANGES: ClassVar[dict] = {"size": at_least(16), "slide": at_least(16), "scales": between(0.1, 4)}
 
 
 @torch.no_grad()

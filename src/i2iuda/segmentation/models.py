@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
 
+from ..config import at_least
 from ..errors import UserError
 
 
@@ -26,9 +27,14 @@ class ModelConfig:
     # the ASPP and decoder
     encoder_depth: Literal[4, 5] = 5
     decoder_channels: int = 256
-    pretrained: bool = False  # ImageNet weights for the backbone, through smp / torchvision's cache
+    # ImageNet weights for the backbone: true (through smp / torchvision's download cache), or the
+    # path of a weights file (safetensors, or a state dict read with weights_only) for machines
+    # without internet: its tensors must fit the backbone by name and shape (load_backbone)
+    pretrained: bool | str = False
     num_classes: int = 19
     sync_bn: bool = False  # SyncBatchNorm under DDP
+
+    RANGES: ClassVar[dict] = {"decoder_channels": at_least(8), "num_classes": at_least(1)}
 
 
 class PoolingBatchNorm(nn.BatchNorm2d):
@@ -78,6 +84,12 @@ class DeepLabV2(nn.Module):
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:
+    if isinstance(cfg.pretrained, str):  # a local weights file: built without, then loaded
+        from dataclasses import replace
+
+        model = build_model(replace(cfg, pretrained=False))
+        load_backbone(model, cfg.pretrained)
+        return model
     try:
         if cfg.arch == "deeplabv2":
             return DeepLabV2(cfg.num_classes, cfg.pretrained, cfg.backbone)
@@ -108,6 +120,81 @@ def build_model(cfg: ModelConfig) -> nn.Module:
                         f"or set model.pretrained=false") from None
     _fix_pooling_bn(model)
     return model
+
+
+# torchvision's ResNet names of DeepLabV2's backbone (an nn.Sequential: 0 conv1, 1 bn1, 4..7 layer1..4)
+_V2_NAMES = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file's tensors: safetensors, or a (nested) state dict loaded with weights_only."""
+    where = f"model.pretrained {path}"
+    if not path.is_file():
+        raise UserError(f"{where}: file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as e:  # noqa: BLE001 - any unreadable file is one line
+            raise UserError(f"{where}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
+    import pickle
+
+    try:  # weights_only: tensors and plain containers, never code
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "GLOBAL" in str(e):  # a pickled object: the allow-list said no
+            raise UserError(f"{where}: refused: it holds Python objects, not only tensors, and loading it could "
+                            f"run code") from None
+        raise UserError(f"{where}: not a readable weights file") from None
+    except Exception as e:  # noqa: BLE001 - not a torch file, truncated, ...
+        raise UserError(f"{where}: not a readable weights file ({str(e).splitlines()[0][:120]})") from None
+    for key in ("state_dict", "model"):  # training checkpoints nest the weights
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{where}: not a state dict of tensors")
+    return state
+
+
+def load_backbone(model: nn.Module, path: str | Path) -> None:
+    """Load a weights file into the backbone, by name and shape: a timm or torchvision ImageNet
+    checkpoint of the same network (a leading ``module.``, ``encoder.``, ``backbone.`` or
+    ``model.`` is dropped). Every backbone tensor must be in the file; file tensors that fit
+    nowhere (a classifier, a stage the net leaves out) are named and skipped; anything else is
+    one line naming the counts and the first keys that do not fit."""
+    path = Path(path)
+    tensors = _read_tensors(path)
+    for prefix in ("module.", "encoder.", "backbone.", "model."):
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+    if isinstance(model, DeepLabV2):
+        target = model.backbone
+        rename = lambda k: _V2_NAMES.get(k.split(".")[0], "?") + k[len(k.split(".")[0]):]  # noqa: E731
+    else:  # smp: the timm network inside a "tu-" encoder, else the encoder itself
+        target = getattr(model.encoder, "model", model.encoder)
+        rename = lambda k: k  # noqa: E731
+    want = target.state_dict()
+    given = {rename(k): (k, v) for k, v in tensors.items()}
+    missing = [k for k in want if k not in given and not k.endswith("num_batches_tracked")]
+    shapes = [f"{given[k][0]} {tuple(given[k][1].shape)} vs {tuple(v.shape)}" for k, v in want.items()
+              if k in given and given[k][1].shape != v.shape]
+    unused = [orig for k, (orig, _) in given.items() if k not in want and not k.endswith("num_batches_tracked")]
+    if missing or shapes:
+        first = lambda xs: ", ".join(xs[:3]) + (", ..." if len(xs) > 3 else "")  # noqa: E731
+        n = sum(not k.endswith("num_batches_tracked") for k in want)  # BatchNorm's counters are not weights
+        raise UserError(f"model.pretrained {path}: {n - len(missing) - len(shapes)} of {n} backbone tensors fit; "
+                        + "; ".join(part for part in (
+                            f"{len(missing)} missing from the file ({first(missing)})" if missing else "",
+                            f"{len(shapes)} of another shape ({first(shapes)})" if shapes else "",
+                            f"{len(unused)} in the file fit nowhere ({first(unused)})" if unused else "") if part))
+    target.load_state_dict({k: given[k][1] for k in want if k in given}, strict=False)
+    if unused:
+        from ..progress import console
+
+        n = sum(not k.endswith("num_batches_tracked") for k in want)
+        console.print(f"model.pretrained {path}: {n} backbone tensors loaded; {len(unused)} in the file "
+                      f"left out ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})")
 
 
 def load_trained(run: str | Path, device: torch.device, which: str = "best") -> tuple[nn.Module, dict]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as nnf
 
-from ..config import resolve_run_config, to_dict
+from ..config import Range, adam_beta, at_least, between, fraction, open_fraction, positive, resolve_run_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.labels import IGNORE
 from ..data.sampling import MixedStreamSampler, Seeded
@@ -41,6 +41,10 @@ class SegmentData:
     batch_size: int = 8  # per process
     workers: int = 2
     val_size: tuple[int, int] | None = None  # validation input size (None: data.size); labels resized too
+
+    RANGES: ClassVar[dict] = {"size": at_least(16), "scale": Range(lo=0, lo_open=True, ordered=True),
+                              "crop": at_least(16), "hflip": fraction, "blur": fraction, "batch_size": at_least(1),
+                              "workers": at_least(0), "val_size": at_least(16)}
 
 
 @dataclass
@@ -74,6 +78,13 @@ class SegmentConfig:
     mix: str = ""
     mix_fraction: float = 0.5
     init_from: str = ""  # a 'segment train' run whose best weights start this one (warm start); "" = fresh
+
+    # fda_beta: above 0.5 the window covers the whole spectrum (the frame becomes the target's)
+    RANGES: ClassVar[dict] = {"epochs": at_least(1), "steps_per_epoch": at_least(1), "lr": positive,
+                              "momentum": adam_beta, "weight_decay": at_least(0), "poly_power": at_least(0),
+                              "backbone_lr_mult": at_least(0), "seed": at_least(0), "log_every": at_least(1),
+                              "checkpoint_every": at_least(1), "fda_beta": between(0, 0.5),
+                              "mix_fraction": open_fraction}
 
 
 def resolve_config(run: Path, config, overrides: list[str], resume: bool) -> SegmentConfig:

@@ -22,13 +22,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
 
-from ..config import from_dict
+from ..config import adam_beta, at_least, between, from_dict, positive
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
 from .base import Translator, lr_factor, scheduled_step
@@ -61,6 +61,10 @@ class CycleGANConfig:
     # not); ``labels`` = the source label itself, TLlib's variant (it also pushes G to make frames
     # f segments correctly, which can teach G to paint f's cues rather than the target's look).
     semantic_targets: Literal["pseudo", "labels"] = "pseudo"
+
+    RANGES: ClassVar[dict] = {"ngf": at_least(1), "ndf": at_least(1), "d_layers": between(1, 5), "n_blocks": at_least(0),
+                              "lambda_cycle": at_least(0), "lr": positive, "beta1": adam_beta, "beta2": adam_beta,
+                              "pool_size": at_least(0), "semantic": at_least(0)}
 
 
 Config = CycleGANConfig  # the name every method module gives its settings (see base.py)

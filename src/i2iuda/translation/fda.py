@@ -28,12 +28,13 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from ..config import from_dict
+from ..config import between, from_dict
 from ..data.datasets import build_index, read_image
 from ..runtime import Runtime
 from .base import Translator
@@ -44,6 +45,9 @@ TRAINS = False
 @dataclass
 class Config:
     beta: float = 0.01  # the window's half-size as a fraction of min(H, W): b = floor(min(H, W) * beta)
+
+    # above 0.5 the window covers the whole spectrum: the frame would become the target frame
+    RANGES: ClassVar[dict] = {"beta": between(0, 0.5)}
 
 
 def band(h: int, w: int, beta: float) -> int:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from ..checkpoint import load_into, load_weights, older_run
-from ..config import from_dict, resolve_run_config, to_dict
+from ..config import at_least, fraction, from_dict, resolve_run_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.sampling import Seeded, StreamSampler
 from ..data.transforms import AugmentConfig, train_transform
@@ -44,6 +44,9 @@ class TranslateData:
     batch_size: int = 2  # per process
     workers: int = 2  # decoding workers per process
 
+    RANGES: ClassVar[dict] = {"size": at_least(16), "random_crop": at_least(16, multiple_of=4, at_most="size"),
+                              "hflip": fraction, "batch_size": at_least(1), "workers": at_least(0)}
+
 
 @dataclass
 class TranslateConfig:
@@ -64,17 +67,23 @@ class TranslateConfig:
     image_every: int = 500  # steps between image grids
     checkpoint_every: int = 500  # steps between checkpoints (and at the end)
 
+    RANGES: ClassVar[dict] = {"epochs": at_least(1), "steps_per_epoch": at_least(1), "decay_start": fraction,
+                              "seed": at_least(0), "log_every": at_least(1), "image_every": at_least(1),
+                              "checkpoint_every": at_least(1)}
 
-def with_method_defaults(cfg: TranslateConfig) -> TranslateConfig:
+
+def with_method_defaults(cfg: TranslateConfig, where: str = "") -> TranslateConfig:
     """``model`` checked against the method's Config and completed with its defaults."""
-    return replace(cfg, model=to_dict(from_dict(method(cfg.method).Config, cfg.model, "model")))
+    where = f"{where}.model" if where else "model"
+    return replace(cfg, model=to_dict(from_dict(method(cfg.method).Config, cfg.model, where)))
 
 
 def resolve_config(run: Path, config: str | Path | None, overrides: list[str], resume: bool) -> TranslateConfig:
     cfg = with_method_defaults(resolve_run_config(TranslateConfig, run, config, overrides, resume))
-    h, w = cfg.data.size
+    h, w = cfg.data.random_crop or cfg.data.size
     if h % 4 or w % 4:
-        raise UserError(f"data.size={h}x{w}: both sides must be divisible by 4 (two stride-2 stages)")
+        raise UserError(f"data.size={h}x{w}: both sides of the frames trained on must be divisible by 4 "
+                        f"(two stride-2 stages)")
     if not cfg.source or not cfg.target:
         raise UserError("give --source and --target (or source:/target: in the config)")
     return cfg

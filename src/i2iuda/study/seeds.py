@@ -34,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
-from .experiment import StudyConfig, run_study
-from .io import write_json
-from .progress import console
-from .runlock import holding
+from ..errors import UserError
+from .config import StudyConfig
+from .run import run_study
+from ..io import write_json
+from ..progress import console
+from ..runlock import holding
 
 AGGREGATE_SCHEMA = "i2iuda.study.aggregate/1"
 METRICS = ("PA", "MPA", "mIoU", "FWIoU", "delta_mIoU", "gap_closed")
@@ -102,6 +103,9 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
         if all("pseudo_labels" in p for p in per):
             rows[a]["pseudo_labels"] = {k: summary([p["pseudo_labels"][k] for p in per])
                                         for k in ("kept_fraction", "precision", "coverage")}
+        if all("online" in p for p in per):
+            rows[a]["online"] = {k: summary([p["online"][k] for p in per])
+                                 for k in ("confidence_weight", "student_source_val_mIoU", "teacher_source_val_mIoU")}
         for k in ("failure_agreement", "translator_seconds"):
             if all(k in p for p in per):
                 rows[a][k] = summary([p[k] for p in per])
@@ -131,7 +135,7 @@ def run_seeds(cfg: StudyConfig, run: str | Path, seeds: list[int], from_stage: s
             return {}
         metrics = aggregate({s: json.loads((run / f"seed_{s}" / "metrics.json").read_text()) for s in seeds})
         write_json(run / "metrics.json", metrics)
-        from .report import write_seeds_report
+        from ..report import write_seeds_report
 
         write_seeds_report(run)
         return metrics
@@ -142,7 +146,7 @@ def seeds_table(metrics: dict) -> str:
     n = len(metrics["seeds"])
     rows = [f"{n} seeds {metrics['seeds']}: mean ± std (sample std over seeds)",
             f"{'arm':24s} {'mIoU':>14s} {'min-max':>13s} {'gap closed':>16s}"]
-    from .report import ranked_arms
+    from ..report import ranked_arms
 
     for name in ranked_arms(metrics):
         r = metrics["arms"][name]

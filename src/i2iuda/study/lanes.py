@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-from .errors import UserError
-from .progress import console
+from ..errors import UserError
+from ..progress import console
 
 
 @dataclass
