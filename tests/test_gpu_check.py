@@ -29,3 +29,13 @@ def test_the_gpu_check_runs_its_code_paths_on_cpu(tmp_path):
     assert parts["apply"]["frames"] == 2 and parts["eval"]["frames"] == 2
     assert all(x["tflop_per_step"] > 0 for x in parts["mfu"]["rows"])
     assert "all" in r.stdout and "skipped" in r.stdout
+
+
+def test_the_parts_caps_fit_a_device_loan():
+    # A lent GPU has ~15 minutes with its start-up: the parts' caps on CUDA add up to 8 minutes at most.
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.pop(0)
+    assert sum(gpu_check.LIMITS.values()) <= 480 and set(gpu_check.LIMITS) == set(gpu_check.QUICK_LIMITS)

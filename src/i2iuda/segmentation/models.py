@@ -117,7 +117,7 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         raise UserError(f"could not load ImageNet weights for {cfg.backbone} ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]}). Download them once on a machine with internet "
                         f"(they are cached under ~/.cache/torch or ~/.cache/huggingface and copied along), "
-                        f"or set model.pretrained=false") from None
+                        f"or set model.pretrained=PATH (a local weights file) or model.pretrained=false") from None
     _fix_pooling_bn(model)
     return model
 
