@@ -31,3 +31,15 @@ def test_a_step_whose_gradients_overflow_is_skipped_and_the_scale_backs_off():
     rt.step(opt)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     assert rt.scaler.get_scale() < 2.0 ** 12
+
+
+def test_loader_workers_never_exceed_the_cpus_shared_by_this_machines_ranks(monkeypatch):
+    import os
+    from i2iuda.runtime import loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)  # a 2-core laptop
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert (loader_workers(8), loader_workers(1), loader_workers(0)) == (2, 1, 0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun, 4 ranks on 16 cores: 4 workers each at most
+    assert (loader_workers(8), loader_workers(2)) == (4, 2)

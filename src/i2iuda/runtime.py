@@ -17,6 +17,15 @@ import torch.distributed as dist
 from .errors import UserError
 
 
+
+def loader_workers(n: int) -> int:
+    """DataLoader workers for a setting of ``n``: at most the CPUs this process may run on, shared
+    by the processes torchrun starts on this machine (a preset written for an 8-core GPU node
+    would otherwise oversubscribe a 2-core laptop, and torch warns at every loader)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(n, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
+
+
 @dataclass
 class Runtime:
     device: torch.device

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..runtime import loader_workers
 from . import labels as L
 from .datasets import Index, build_index, fit_label, read_image, read_label
 
@@ -108,7 +109,7 @@ def check_dataset(spec: str, workers: int = 2, progress: bool = True) -> CheckRe
 
     index = build_index(spec)
     report = CheckReport(str(index.spec), len(index.samples), index.labelled, problems=list(index.problems))
-    loader = torch.utils.data.DataLoader(_Probe(index), batch_size=None, num_workers=workers,
+    loader = torch.utils.data.DataLoader(_Probe(index), batch_size=None, num_workers=loader_workers(workers),
                                          collate_fn=lambda x: x)
     items = track(loader, len(index.samples), "check", unit="frames") if progress else loader
     for item in items:

@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..io import save_png
 from ..metrics import confusion_matrix, scores
 from ..progress import Bar
-from ..runtime import Runtime
+from ..runtime import Runtime, loader_workers
 
 
 @dataclass
@@ -121,7 +121,7 @@ def evaluate(model: torch.nn.Module, data: str | Index, rt: Runtime, protocol: E
     # frames resized to one input size are batched; their full-resolution labels travel as a list
     # (GTA5's may differ in size); full-resolution frames (size None, sliding windows) go one by one
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size if size is not None else 1,
-                                         num_workers=workers, pin_memory=rt.device.type == "cuda",
+                                         num_workers=loader_workers(workers), pin_memory=rt.device.type == "cuda",
                                          collate_fn=_collate_labels_as_list,
                                          generator=torch.Generator().manual_seed(0))
     was_training = model.training

@@ -67,7 +67,7 @@ from ..data.transforms import AugmentConfig, denormalize, train_transform
 from ..errors import UserError
 from ..io import atomic_write_text, write_json
 from ..pictures import grid
-from ..runtime import Runtime, init_runtime, unwrap
+from ..runtime import Runtime, init_runtime, loader_workers, unwrap
 from ..training import Schedule, train_loop
 from ..translation import fda
 from .evaluate import EvalProtocol, evaluate
@@ -208,7 +208,7 @@ def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor
 def class_pixels(index, workers: int = 2) -> np.ndarray:
     """(frames, 19) pixel counts of every class in every frame's label (ignore not counted)."""
     ds = SegmentationDataset(index, transform=None)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=loader_workers(workers),
                                          collate_fn=lambda item: np.bincount(item["mask"].ravel(), minlength=256)[:NUM_CLASSES])
     return np.stack(list(loader)).astype(np.int64)
 
@@ -458,7 +458,7 @@ def train_online(cfg: OnlineConfig, run: str | Path, resume: bool = False, stop_
     crop_px = (d.crop or d.size)[0] * (d.crop or d.size)[1]
 
     def make_loader(start: int, end: int):
-        kw = dict(batch_size=d.batch_size, num_workers=d.workers, pin_memory=rt.device.type == "cuda", drop_last=True)
+        kw = dict(batch_size=d.batch_size, num_workers=loader_workers(d.workers), pin_memory=rt.device.type == "cuda", drop_last=True)
         if rcs is not None:
             src = RareClassStream(rcs[2], rcs[1], d.batch_size, cfg.seed, start, end, rt.rank, rt.world_size)
             src_ds = Seeded(ClassCrops(source, cfg.online.rcs_min_crop_pixels * crop_px))

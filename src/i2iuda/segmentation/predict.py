@@ -37,6 +37,7 @@ from ..errors import DataError, UserError
 from ..io import save_png, write_json
 from ..progress import Bar
 from ..runlock import holding
+from ..runtime import loader_workers
 from .evaluate import EvalProtocol, predict_logits
 
 CAP = 0.9  # the published recipes' cap on a class's threshold
@@ -89,7 +90,7 @@ def predict(runs: list[str | Path], data: str, out: str | Path, protocol: EvalPr
                 if not (label_path(labels, s.rel).is_file() and label_path(conf, s.rel).is_file())]
         ds = SegmentationDataset(Index(index.spec, todo, None, root=index.root), eval_transform(size),
                                  with_labels=False)
-        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers)
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=loader_workers(workers))
         views = len(protocol.scales) * (2 if protocol.flip else 1) * len(models)
         scale = 65535 if confidence_bits == 16 else 255
         with Bar(len(index.samples), "predict", unit="frames", completed=len(index.samples) - len(todo),

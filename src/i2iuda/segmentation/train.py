@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..checkpoint import save_weights
 from ..io import write_json
 from ..progress import console
-from ..runtime import Runtime, init_runtime, unwrap
+from ..runtime import Runtime, init_runtime, loader_workers, unwrap
 from ..training import Schedule, Trainer, train_loop
 from ..translation import fda
 from .evaluate import EvalProtocol, evaluate
@@ -210,7 +210,7 @@ def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, s
     def make_loader(start: int, end: int):
         sampler = MixedStreamSampler(parts, cfg.seed, start, end, rt.rank, rt.world_size)
         return torch.utils.data.DataLoader(Seeded(data), batch_size=d.batch_size, sampler=sampler,
-                                           num_workers=d.workers, pin_memory=rt.device.type == "cuda",
+                                           num_workers=loader_workers(d.workers), pin_memory=rt.device.type == "cuda",
                                            drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
 
     schedule = Schedule(total, per_epoch, cfg.log_every, cfg.checkpoint_every)

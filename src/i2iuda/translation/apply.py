@@ -26,6 +26,7 @@ from ..io import atomic_write_bytes, encode_png, save_palette_png
 from ..pictures import tensor_rows
 from ..progress import Bar
 from ..runlock import holding
+from ..runtime import loader_workers
 from .base import Translator
 
 
@@ -89,7 +90,7 @@ def apply_translator(translator: Translator, source: str, out: str | Path, size:
             sub = Index(index.spec, todo, None, root=index.root)
             batch = batch_size if size is not None else 1  # full-size frames differ in size
             loader = torch.utils.data.DataLoader(SegmentationDataset(sub, eval_transform(size), with_labels=False),
-                                                 batch_size=batch, num_workers=workers, shuffle=False)
+                                                 batch_size=batch, num_workers=loader_workers(workers), shuffle=False)
             with ThreadPoolExecutor(max_workers=2) as pool, \
                     Bar(len(todo), "translate", unit="frames", show=progress) as bar:
                 pending = []

@@ -29,7 +29,7 @@ from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
 from ..io import write_json, write_yaml
 from ..runlock import holding
-from ..runtime import init_runtime
+from ..runtime import init_runtime, loader_workers
 from ..training import Schedule, train_loop
 from .methods import method
 
@@ -149,7 +149,7 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
     def make_loader(start: int, end: int):
         sampler = StreamSampler(len(data), cfg.data.batch_size, cfg.seed, start, end, rt.rank, rt.world_size)
         return torch.utils.data.DataLoader(Seeded(data), batch_size=cfg.data.batch_size, sampler=sampler,
-                                           num_workers=cfg.data.workers, pin_memory=rt.device.type == "cuda",
+                                           num_workers=loader_workers(cfg.data.workers), pin_memory=rt.device.type == "cuda",
                                            drop_last=True, generator=torch.Generator().manual_seed(cfg.seed))
 
     schedule = Schedule(total, per_epoch, cfg.log_every, cfg.checkpoint_every, cfg.image_every)
