@@ -63,15 +63,14 @@ from ..config import Range, adam_beta, at_least, between, fraction, positive, re
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.labels import IGNORE, NUM_CLASSES, overlay
 from ..data.sampling import Seeded, StreamSampler
-from ..data.transforms import AugmentConfig, denormalize, train_transform
+from ..data.transforms import denormalize, train_transform
 from ..errors import UserError
 from ..io import atomic_write_text, write_json
 from ..pictures import grid
 from ..runtime import Runtime, init_runtime, loader_workers, unwrap
 from ..training import Schedule, train_loop
-from ..translation import fda
 from .evaluate import EvalProtocol, evaluate
-from .train import SegmentConfig, SegmentTrainer
+from .train import SegmentConfig, SegmentTrainer, labelled_source
 
 
 @dataclass
@@ -309,7 +308,7 @@ class OnlineTrainer(SegmentTrainer):
         self.last = None
 
     @torch.no_grad()
-    def pseudo_labels(self, target: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pseudo_labels(self, target: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The teacher's labels of the un-augmented target frames and the confidence weight q per pixel
         (q; 0 in the ignored top and bottom rows; ignore where a crop was padded: ``valid`` false)."""
         with self.rt.autocast():
@@ -440,18 +439,10 @@ def train_online(cfg: OnlineConfig, run: str | Path, resume: bool = False, stop_
     run = Path(run)
     rt = init_runtime(cfg.device, cfg.amp, cfg.channels_last)
     d = cfg.data
-    aug = AugmentConfig(size=tuple(d.size), scale=tuple(d.scale), crop=tuple(d.crop) if d.crop else None,
-                        hflip=d.hflip, blur=d.blur)
-    train_index, val_index, target_index = build_index(cfg.train), build_index(cfg.val), build_index(cfg.target)
-    for name, index in (("train", train_index), ("val", val_index)):
-        if not index.labelled:
-            raise UserError(f"{name} {index.spec}: has no labels")
-    restyle = fda.OnTheFly(cfg.fda_target, cfg.fda_beta) if cfg.fda_target else None
-    source = SegmentationDataset(train_index, train_transform(aug, restyle))
+    aug, train_index, val_index, source, per_epoch = labelled_source(cfg, rt)
     # the target's labels (the synthetic benchmark has them) are never read
     target_aug = replace(aug, size=tuple(cfg.online.target_size)) if cfg.online.target_size else aug
-    target = SegmentationDataset(target_index, Unlabelled(train_transform(target_aug)), with_labels=False)
-    per_epoch = cfg.steps_per_epoch or max(len(source) // (d.batch_size * rt.world_size), 1)
+    target = SegmentationDataset(build_index(cfg.target), Unlabelled(train_transform(target_aug)), with_labels=False)
     total = cfg.epochs * per_epoch
     trainer = OnlineTrainer(cfg, rt, total, val_index, run)
     rcs = rare_class_setup(cfg, train_index, run) if cfg.online.rare_class_sampling else None

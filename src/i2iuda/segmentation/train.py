@@ -176,10 +176,9 @@ class SegmentTrainer(Trainer):
         return {"best_val_mIoU": self.best, "history": self.history}
 
 
-def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, stop_at_step: int | None = None,
-                    progress: bool = True) -> dict:
-    run = Path(run)
-    rt = init_runtime(cfg.device, cfg.amp, cfg.channels_last)
+def labelled_source(cfg: SegmentConfig, rt: Runtime):
+    """What every segmenter trainer starts from: the augmentation, the labelled train and val
+    indexes, the train set (FDA-restyled on the fly where asked) and the steps of an epoch."""
     d = cfg.data
     aug = AugmentConfig(size=tuple(d.size), scale=tuple(d.scale), crop=tuple(d.crop) if d.crop else None,
                         hflip=d.hflip, blur=d.blur)
@@ -191,6 +190,16 @@ def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, s
         raise UserError(f"val {cfg.val}: has no labels (model selection needs a labelled source split)")
     restyle = fda.OnTheFly(cfg.fda_target, cfg.fda_beta) if cfg.fda_target else None
     train_ds = SegmentationDataset(train_index, train_transform(aug, restyle))
+    per_epoch = cfg.steps_per_epoch or max(len(train_ds) // (d.batch_size * rt.world_size), 1)
+    return aug, train_index, val_index, train_ds, per_epoch
+
+
+def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, stop_at_step: int | None = None,
+                    progress: bool = True) -> dict:
+    run = Path(run)
+    rt = init_runtime(cfg.device, cfg.amp, cfg.channels_last)
+    d = cfg.data
+    aug, train_index, val_index, train_ds, per_epoch = labelled_source(cfg, rt)
     parts, sets, name = [(len(train_ds), d.batch_size)], [train_ds], f"{len(train_ds)} train"
     if cfg.mix:
         if not 0 < cfg.mix_fraction < 1:
@@ -203,7 +212,6 @@ def train_segmenter(cfg: SegmentConfig, run: str | Path, resume: bool = False, s
         parts, sets = [(len(train_ds), d.batch_size - k), (len(mix_ds), k)], [train_ds, mix_ds]
         name += f" + {len(mix_ds)} mixed in ({k} of {d.batch_size} a batch)"
     data = torch.utils.data.ConcatDataset(sets)
-    per_epoch = cfg.steps_per_epoch or max(len(train_ds) // (d.batch_size * rt.world_size), 1)
     total = cfg.epochs * per_epoch
     trainer = SegmentTrainer(cfg, rt, total, val_index, run)
 
