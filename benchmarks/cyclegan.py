@@ -71,7 +71,8 @@ def build(args, name: str, variant: str):
     """(translator, autocast, batches) for a method name: cyclegan, cyclegan_sem, cut, fastcut or reference."""
     from i2iuda.runtime import init_runtime
     from i2iuda.translation.methods import method
-    from i2iuda.translation.train import TranslateConfig, with_method_defaults
+    from i2iuda.segmentation.models import FrozenSegmenter, ModelConfig, build_model
+    from i2iuda.translation.train import TranslateConfig
 
     device = torch.device(args.device)
     amp = "bf16" if "bf16" in variant else "fp16" if "fp16" in variant else "none"
@@ -89,18 +90,14 @@ def build(args, name: str, variant: str):
         model.update(identity=args.identity, pool_size=args.pool)
     else:
         model.update(mode=name)
-    tcfg = with_method_defaults(TranslateConfig(method="cyclegan" if cyclegan else "cut", model=model,
-                                                device=args.device, amp=amp, channels_last=cl))
-    rt = init_runtime(args.device, amp, cl)
-    m = method(tcfg.method).build(tcfg, rt, 10_000)
+    judge = None
     if name == "cyclegan_sem":
-        from dataclasses import replace
-
-        from i2iuda.segmentation.models import ModelConfig, build_model
-        from i2iuda.translation.cyclegan import SemanticJudge
-
-        m.cfg = replace(m.cfg, semantic=1.0)
-        m.f = SemanticJudge(build_model(ModelConfig(backbone=args.segmenter))).to(device)
+        model["semantic"] = 1.0
+        judge = FrozenSegmenter(build_model(ModelConfig(backbone=args.segmenter)))
+    tcfg = TranslateConfig(method="cyclegan" if cyclegan else "cut", model=model, device=args.device, amp=amp,
+                           channels_last=cl).typed()
+    rt = init_runtime(args.device, amp, cl)
+    m = method(tcfg.method).build(tcfg, rt, 10_000, judge=judge)
     fmt = torch.channels_last if cl else torch.contiguous_format
     batches = [(torch.rand(args.batch, 3, h, w, generator=gen) * 2 - 1).to(device).contiguous(memory_format=fmt)
                for _ in range(4)]  # rotate inputs

@@ -117,23 +117,20 @@ def part_env(args, device) -> dict:
 def _translator(name: str, args, device, amp: str, cl: bool, size):
     from i2iuda.runtime import init_runtime
     from i2iuda.translation.methods import method
-    from i2iuda.translation.train import TranslateConfig, with_method_defaults
+    from i2iuda.segmentation.models import FrozenSegmenter, ModelConfig, build_model
+    from i2iuda.translation.train import TranslateConfig
 
     nets = {"ngf": 16, "ndf": 16, "n_blocks": 2, "d_layers": 1} if args.quick else {"ngf": 64, "ndf": 64, "n_blocks": 9,
                                                                                    "d_layers": 3}
     model = {**nets, "identity": True, "pool_size": 50} if name.startswith("cyclegan") else {**nets, "mode": "cut"}
-    tcfg = with_method_defaults(TranslateConfig(method="cut" if name == "cut" else "cyclegan", model=model,
-                                                device=str(device), amp=amp, channels_last=cl))
-    rt = init_runtime(str(device), amp, cl)
-    m = method(tcfg.method).build(tcfg, rt, 10_000)
+    judge = None
     if name == "cyclegan_sem":  # CyCADA: f a DeepLabV3+ (its weights do not change the cost)
-        from dataclasses import replace
-
-        from i2iuda.segmentation.models import ModelConfig, build_model
-        from i2iuda.translation.cyclegan import SemanticJudge
-
-        m.cfg = replace(m.cfg, semantic=1.0)
-        m.f = SemanticJudge(build_model(ModelConfig(backbone="resnet50" if not args.quick else "tu-resnet10t"))).to(device)
+        model["semantic"] = 1.0
+        judge = FrozenSegmenter(build_model(ModelConfig(backbone="resnet50" if not args.quick else "tu-resnet10t")))
+    tcfg = TranslateConfig(method="cut" if name == "cut" else "cyclegan", model=model, device=str(device), amp=amp,
+                           channels_last=cl).typed()
+    rt = init_runtime(str(device), amp, cl)
+    m = method(tcfg.method).build(tcfg, rt, 10_000, judge=judge)
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if cl else torch.contiguous_format
     frames = [(torch.rand(1, 3, *size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(3)]
@@ -316,17 +313,17 @@ def _real_sizes(work: Path, n_val: int) -> Path:
 def part_apply(args, device, work: Path) -> dict:
     from i2iuda.config import load_config
     from i2iuda.translation.apply import apply_translator
-    from i2iuda.translation.train import TranslateConfig, load_translator, train_translator, with_method_defaults
+    from i2iuda.translation.train import TranslateConfig, load_translator, train_translator
 
     n = 2 if args.quick else 16
     real = _real_sizes(work, n)
     nets = ["model.ngf=8", "model.ndf=8", "model.n_blocks=1"] if args.quick else ["model.ngf=64", "model.ndf=64",
                                                                                  "model.n_blocks=9"]
     amp = "bf16" if device.type == "cuda" else "none"
-    cfg = with_method_defaults(load_config(TranslateConfig, None, nets + [
+    cfg = load_config(TranslateConfig, None, nets + [
         f"source=gta5:{real}/gta5", f"target=cityscapes:{real}/cityscapes:train", "data.size=[256,256]",
         "data.batch_size=1", "data.workers=0", "epochs=1", "steps_per_epoch=1", f"device={device}", f"amp={amp}",
-        f"channels_last={'true' if device.type == 'cuda' else 'false'}"]))
+        f"channels_last={'true' if device.type == 'cuda' else 'false'}"])
     train_translator(cfg, work / "translator", progress=False)
     translator, _ = load_translator(work / "translator", str(device), amp)
     reset_peak(device)

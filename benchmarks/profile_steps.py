@@ -94,9 +94,9 @@ def cyclegan_step(cfg_path: str, size: tuple[int, int] | None):
     from i2iuda.config import load_config
     from i2iuda.runtime import init_runtime
     from i2iuda.translation.methods import method
-    from i2iuda.translation.train import TranslateConfig, with_method_defaults
+    from i2iuda.translation.train import TranslateConfig
 
-    cfg = with_method_defaults(load_config(TranslateConfig, cfg_path, []))
+    cfg = load_config(TranslateConfig, cfg_path, [])
     h, w = size or cfg.data.random_crop or cfg.data.size
     rt = init_runtime("cpu")
     translator = method(cfg.method).build(cfg, rt, 10_000)

@@ -5,12 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from i2iuda.config import load_config, parse_override
+from i2iuda.config import load_config, parse_override, to_dict
 from i2iuda.errors import UserError
-from i2iuda.study import StudyConfig
-from i2iuda.study.arms import arms
+from i2iuda.study import Study, StudyConfig
 from i2iuda.segmentation.train import SegmentConfig
-from i2iuda.translation.train import TranslateConfig, with_method_defaults
+from i2iuda.translation.methods import method
+from i2iuda.translation.train import TranslateConfig
+
+
+def arms(cfg):
+    return list(Study.resolve(cfg, "run").arms.values())
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KIND = {"cyclegan": TranslateConfig, "cut": TranslateConfig, "segment": SegmentConfig, "study": StudyConfig}
@@ -19,25 +23,25 @@ KIND = {"cyclegan": TranslateConfig, "cut": TranslateConfig, "segment": SegmentC
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_loads(path):
     cfg = load_config(KIND[path.name.split("_")[0]], path)
-    if isinstance(cfg, TranslateConfig):
-        with_method_defaults(cfg)
+    if isinstance(cfg, TranslateConfig):  # typed by its method's Config when loaded
+        assert isinstance(cfg.model, method(cfg.method).Config)
     if isinstance(cfg, StudyConfig):  # every arm resolves, with its method's settings checked
         assert [a.name for a in arms(cfg)][0] == "source_only"
         for m in ("cyclegan", "cut", "fda"):  # (self-training and online arms name their arms: left out here)
             one = replace(load_config(StudyConfig, path, [f"translate.methods=[{m}]"]), self_train={}, online={})
-            with_method_defaults(arms(one)[1].translate)
+            assert isinstance(arms(one)[1].translate.model, method(m).Config)
 
 
 def test_overrides_and_errors(tmp_path):
-    cfg = with_method_defaults(load_config(TranslateConfig, None, ["model.ngf=32", "data.size=[64,128]", "amp=bf16"]))
-    assert cfg.model["ngf"] == 32 and cfg.model["n_blocks"] == 9 and cfg.data.size == (64, 128) and cfg.amp == "bf16"
+    cfg = load_config(TranslateConfig, None, ["model.ngf=32", "data.size=[64,128]", "amp=bf16"])
+    assert cfg.model.ngf == 32 and cfg.model.n_blocks == 9 and cfg.data.size == (64, 128) and cfg.amp == "bf16"
     assert parse_override("a.b.c=1") == {"a": {"b": {"c": 1}}}
     with pytest.raises(UserError, match=r"model: unknown key\(s\) ngff"):  # checked by the method's Config
-        with_method_defaults(load_config(TranslateConfig, None, ["model.ngff=3"]))
+        load_config(TranslateConfig, None, ["model.ngff=3"])
     with pytest.raises(UserError, match="method 'pix2pix': expected one of cyclegan, cut, fda"):
-        with_method_defaults(load_config(TranslateConfig, None, ["method=pix2pix"]))
-    fda = with_method_defaults(load_config(TranslateConfig, None, ["method=fda"]))
-    assert fda.model == {"beta": 0.01}
+        load_config(TranslateConfig, None, ["method=pix2pix"])
+    fda = load_config(TranslateConfig, None, ["method=fda"])
+    assert to_dict(fda.model) == {"beta": 0.01}
     with pytest.raises(UserError, match="override.amp: 'fp8' is not one of none, bf16, fp16"):
         load_config(TranslateConfig, None, ["amp=fp8"])
     with pytest.raises(UserError, match="override.epochs: expected int"):
@@ -90,12 +94,12 @@ def test_a_mapping_override_adds_keys_and_an_empty_one_empties(tmp_path):
 
 @pytest.mark.parametrize("name", ["study_compare_cpu.yaml", "study_selftrain_cpu.yaml"])
 def test_readme_studies_keep_the_cpu_translator_they_were_run_with(name):
-    # The demo preset they include trains a lighter CycleGAN (lr 4e-4, 3 blocks); the README's
+    # The demo preset they include trains a lighter CycleGAN (lr 4e-4, 3 blocks); docs/results.md's
     # comparison and self-training tables were made with cyclegan_cpu.yaml's: a change to the demo
     # must not silently change (and retrain) them.
     study = arms(load_config(StudyConfig, CONFIGS / name))
     cyclegan = next(a for a in study if a.name == "cyclegan").translate
-    plain = with_method_defaults(load_config(TranslateConfig, CONFIGS / "cyclegan_cpu.yaml"))
+    plain = load_config(TranslateConfig, CONFIGS / "cyclegan_cpu.yaml")
     assert cyclegan.model == plain.model
     assert (cyclegan.epochs, cyclegan.steps_per_epoch) == (plain.epochs, plain.steps_per_epoch)
 
@@ -120,7 +124,9 @@ BAD_VALUES = [  # (command line, what the one line must name)
     (["run", "segment.model.decoder_channels=4"], r"segment\.model\.decoder_channels=4: out of range"),
     (["run", "translate.methods=[cut]", "translate.settings.cut={model: {nce_tau: 0}}"], r"model\.nce_tau=0\.0: out of range"),
     (["run", "eval.scales=[0]"], r"eval\.scales=\[0\.0\]: out of range"),
-    (["synth", "--source-gap", "5"], r"--source-gap 5: expected 0\.\.2"),
+    (["synth", "--source-gap", "5"], r"--source-gap 5: out of range \(expected 0 <= x <= 2\)"),
+    (["synth", "--n-target-val", "0"], r"--n-target-val 0: out of range \(expected >= 1\)"),
+    (["synth", "--workers", "-1"], r"--workers -1: out of range \(expected >= 0\)"),
 ]
 
 

@@ -7,8 +7,8 @@ import torch
 from i2iuda.config import load_config, to_dict
 from i2iuda.runtime import init_runtime
 from i2iuda.translation import cut
-from i2iuda.translation.cyclegan import Generator
-from i2iuda.translation.train import TranslateConfig, load_translator, train_translator, with_method_defaults
+from i2iuda.translation.gan import Generator, init_weights
+from i2iuda.translation.train import TranslateConfig, load_translator, train_translator
 
 
 TINY = ["method=cut", "model.ngf=8", "model.ndf=8", "model.n_blocks=1", "model.d_layers=1", "data.size=[32,64]",
@@ -53,15 +53,15 @@ def test_modes_set_the_reference_defaults_and_explicit_settings_win():
     assert (f.lambda_nce, f.nce_idt, f.flip_equivariance) == (10.0, False, True)
     assert cut.CUTConfig(mode="fastcut", lambda_nce=3.0).lambda_nce == 3.0
     # the saved config holds the resolved values, and loads back to the same
-    cfg = with_method_defaults(load_config(TranslateConfig, None, ["method=cut", "model.mode=fastcut"]))
-    assert cfg.model["lambda_nce"] == 10.0 and cfg.model["flip_equivariance"] is True
-    assert with_method_defaults(cfg) == cfg
+    cfg = load_config(TranslateConfig, None, ["method=cut", "model.mode=fastcut"])
+    assert cfg.model.lambda_nce == 10.0 and cfg.model.flip_equivariance is True
+    assert load_config(TranslateConfig, None, [f"model={to_dict(cfg.model)}", "method=cut"]) == cfg
 
 
 @pytest.mark.parametrize("mode", ["cut", "fastcut"])
 def test_one_step_trains_g_heads_and_d(mode):
-    tcfg = with_method_defaults(load_config(TranslateConfig, None, TINY + [f"model.mode={mode}"]))
-    m = cut.build(tcfg, init_runtime("cpu"), 10)
+    tcfg = load_config(TranslateConfig, None, TINY + [f"model.mode={mode}"])
+    m = cut.CUT.build(tcfg, init_runtime("cpu"), 10)
     nets = {"G": m.gen_h.G, "H": m.gen_h.H, "D": m.D}
     before = {k: [p.detach().clone() for p in n.parameters()] for k, n in nets.items()}
     batch = {"source": torch.rand(2, 3, 32, 64) * 2 - 1, "target": torch.rand(2, 3, 32, 64) * 2 - 1}
@@ -90,7 +90,7 @@ def test_resume_is_exact(synth_root, tmp_path, mode):
     assert (tmp_path / "once" / "losses.jsonl").read_text() == (tmp_path / "twice" / "losses.jsonl").read_text()
     # inference loads G alone from translator.safetensors
     translator, loaded = load_translator(tmp_path / "twice", "cpu")
-    assert loaded.model == to_dict(cut.CUTConfig(mode=mode, ngf=8, ndf=8, n_blocks=1, d_layers=1))
+    assert loaded.model == cut.CUTConfig(mode=mode, ngf=8, ndf=8, n_blocks=1, d_layers=1)
     x = torch.rand(1, 3, 32, 64) * 2 - 1
     assert translator.translate(x, ["a"]).shape == x.shape
 
@@ -100,8 +100,6 @@ def test_heads_normalise_as_the_reference_does_z_over_norm_plus_eps():
     xavier (gain 0.02) initialisation the heads' outputs are tiny, where the two differ."""
     torch.manual_seed(0)
     heads = cut.PatchHeads([8], dim=16)
-    from i2iuda.translation.cyclegan import init_weights
-
     init_weights(heads, kind="xavier")
     feats = [torch.randn(2, 8, 4, 4)]
     ids = [torch.arange(16)]

@@ -14,9 +14,9 @@ from PIL import Image
 from i2iuda.config import load_config
 from i2iuda.data.datasets import build_index
 from i2iuda.translation.apply import apply_translator, sample_grid
-from i2iuda.translation.base import lr_factor
-from i2iuda.translation.cyclegan import (CycleGANConfig, Discriminator, Generator, build_cyclegan, patch_size,
-                                         train_step)
+from i2iuda.segmentation.models import FrozenSegmenter
+from i2iuda.translation.cyclegan import CycleGANConfig, build_cyclegan
+from i2iuda.translation.gan import Discriminator, Generator, lr_factor, patch_size
 from i2iuda.translation.train import TranslateConfig, load_translator, train_translator
 
 from conftest import color_mean
@@ -59,8 +59,7 @@ def test_one_step_changes_all_four_nets_and_losses_are_finite():
     m = build_cyclegan(cfg, torch.device("cpu"))
     nets = {"G": m.gens.G, "F": m.gens.F, "D_T": m.discs.D_T, "D_S": m.discs.D_S}
     before = {k: [p.detach().clone() for p in n.parameters()] for k, n in nets.items()}
-    loss, out = train_step(m, torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1,
-                           torch.autocast("cpu", enabled=False))
+    loss = m.step({"source": torch.rand(2, 3, 32, 32) * 2 - 1, "target": torch.rand(2, 3, 32, 32) * 2 - 1})
     for k, n in nets.items():
         changed = any(not torch.equal(a, b) for a, b in zip(before[k], n.parameters()))
         assert changed, k
@@ -73,11 +72,11 @@ def test_cycada_semantic_loss_keeps_meaning_and_trains_only_the_generators():
     """L_sem = CE(f(G(x_s)), argmax f(x_s)) + CE(f(F(x_t)), argmax f(x_t)) with f frozen."""
     from dataclasses import replace
 
-    from i2iuda.translation.cyclegan import SemanticJudge, semantic_loss
+    from i2iuda.translation.cyclegan import semantic_loss
 
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(3, 19, 1, bias=False)
-    f = SemanticJudge(torch.nn.Sequential(conv, torch.nn.BatchNorm2d(19)))
+    f = FrozenSegmenter(torch.nn.Sequential(conv, torch.nn.BatchNorm2d(19)))
     f.train()
     assert not f.net.training  # f stays in eval mode inside a training translator
     s, t = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
@@ -96,7 +95,7 @@ def test_cycada_semantic_loss_keeps_meaning_and_trains_only_the_generators():
     assert semantic_loss(f, s, t, s, t, labels)["sem_s"] == pytest.approx(float(ce), rel=1e-5)
     # f reads frames in its own normalisation (here ImageNet's), not the translator's [-1, 1]
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    seen = SemanticJudge(torch.nn.Identity(), mean, std)(s)
+    seen = FrozenSegmenter(torch.nn.Identity(), mean, std)(s)
     want = ((s * 0.5 + 0.5) - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     assert torch.allclose(seen, want, atol=1e-6)
     # in the training step: both terms, weighted, and the step still trains G and F
@@ -105,7 +104,7 @@ def test_cycada_semantic_loss_keeps_meaning_and_trains_only_the_generators():
     with torch.no_grad():
         out = m.gens(s, t)
         unweighted = semantic_loss(f, s, t, out["fake_t"], out["fake_s"])
-    loss, _ = train_step(m, s, t, torch.autocast("cpu", enabled=False))
+    loss = m.step({"source": s, "target": t})
     assert float(loss["sem_s"]) == pytest.approx(2 * float(unweighted["sem_s"]), rel=1e-5)
     assert float(loss["sem_t"]) == pytest.approx(2 * float(unweighted["sem_t"]), rel=1e-5)
     assert float(loss["G_total"]) == pytest.approx(sum(float(v) for k, v in loss.items()

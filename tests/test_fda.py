@@ -7,7 +7,7 @@ from PIL import Image
 
 from conftest import segmenter_resumes_exactly
 from i2iuda.config import load_config
-from i2iuda.translation.fda import band, fda_source_to_target, low_frequency_window
+from i2iuda.data.fourier import band, fda_source_to_target, low_frequency_window
 
 
 def images(h, w, seed=0):
@@ -53,11 +53,10 @@ def test_offline_fda_is_deterministic_per_frame_and_clipped(synth_root, tmp_path
     from i2iuda.runtime import init_runtime
     from i2iuda.translation import fda
     from i2iuda.translation.apply import apply_translator
-    from i2iuda.translation.train import TranslateConfig, with_method_defaults
+    from i2iuda.translation.train import TranslateConfig
 
-    cfg = with_method_defaults(load_config(TranslateConfig, None, [
-        "method=fda", "model.beta=0.05", f"target=synthetic:{synth_root}:target-train"]))
-    t = fda.build(cfg, init_runtime("cpu"), 0, training=False)
+    cfg = load_config(TranslateConfig, None, ["method=fda", "model.beta=0.05", f"target=synthetic:{synth_root}:target-train"])
+    t = fda.FDA.build(cfg, init_runtime("cpu"), 0, training=False)
     spec = f"synthetic:{synth_root}:source-val"
     r = apply_translator(t, spec, tmp_path / "a", (32, 64), batch_size=3, workers=0, progress=False)
     apply_translator(t, spec, tmp_path / "b", (32, 64), batch_size=1, workers=0, progress=False)

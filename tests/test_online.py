@@ -158,7 +158,8 @@ def test_ddp_two_gloo_processes_end_with_equal_students_and_teachers(synth_root,
     for part in ("student", "teacher"):
         for k in a[part]:
             assert torch.allclose(a[part][k].float(), b[part][k].float(), atol=1e-6), (part, k)
-    assert (tmp_path / "run" / "checkpoints" / "best.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoints" / "student.safetensors").exists()
+    assert (tmp_path / "run" / "checkpoints" / "teacher.safetensors").exists()
 
 
 def test_the_cli_trains_a_run_that_segment_eval_reads(synth_root, tmp_path):

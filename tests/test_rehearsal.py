@@ -55,8 +55,9 @@ def test_the_published_preset_runs_at_real_sizes(tmp_path):
     assert sum(map(sum, ev["confusion"])) > 2 * 512 * 1024 * 2
     # the translated arm keeps the source's train/val holdout (val_fraction carried over)
     src_val = {Path(s.rel).name for s in build_index(specs["source_val"]).samples}
-    from i2iuda.study.arms import translated_specs
-    assert {Path(s.rel).name for s in build_index(translated_specs(cfg, run.resolve(), "cyclegan")[1]).samples} == src_val
+    from i2iuda.study import Study
+    cyclegan = Study.resolve(cfg, run.resolve()).arms["cyclegan"]
+    assert {Path(s.rel).name for s in build_index(cyclegan.translated("val")).samples} == src_val
 
     # sliding windows over the full-resolution frame, predictions written at the label's size
     r = run_eval(run / "segment" / "source_only", specs["target_val"], tmp_path / "slide",

@@ -6,10 +6,10 @@ import shutil
 import pytest
 import yaml
 
-from i2iuda.config import load_config
-from i2iuda.study import StudyConfig, run_study
-from i2iuda.study.arms import arms
-from i2iuda.report import check_in_browser, write_report
+from i2iuda.config import load_config, to_dict
+from i2iuda.study import Study, StudyConfig, report, run_study
+from i2iuda.study.plan import needs, stage_config, stage_hash, stage_list, stage_name
+from i2iuda.report import check_in_browser
 
 TINY = [
     "data.synthetic.height=64", "data.synthetic.width=128", "data.synthetic.n_source=30",
@@ -26,13 +26,27 @@ def tiny(tmp_path, *more):
     return load_config(StudyConfig, None, TINY + [f"data.synthetic_root={tmp_path / 'bench'}", *more])
 
 
+def resolved(cfg, run="run") -> Study:
+    return Study.resolve(cfg, run)
+
+
+def arms(cfg) -> list:
+    return list(resolved(cfg).arms.values())
+
+
+def hashes(cfg) -> dict[str, str]:
+    """Every stage's config hash, by stage name, in study order."""
+    study = resolved(cfg)
+    return {stage_name(k, a): stage_hash(stage_config(study, k, a)) for k, a in stage_list(study)}
+
+
 def test_arms_as_data(tmp_path):
     cfg = tiny(tmp_path, "translate.methods={cyclegan: {}, fda_b005: {method: fda, beta: 0.05}, short: {epochs: 3,"
                          " method: cyclegan}}")
     a = {x.name: x for x in arms(cfg)}
     assert list(a) == ["source_only", "cyclegan", "fda_b005", "short", "oracle"]
-    assert a["fda_b005"].translate.model == {"beta": 0.05} and a["fda_b005"].on_the_fly
-    assert a["short"].translate.epochs == 3 and a["short"].translate.model["ngf"] == 8  # preset settings kept
+    assert to_dict(a["fda_b005"].translate.model) == {"beta": 0.05} and a["fda_b005"].on_the_fly
+    assert a["short"].translate.epochs == 3 and a["short"].translate.model.ngf == 8  # preset settings kept
     assert a["cyclegan"].translate.seed == cfg.seed and not a["cyclegan"].on_the_fly
     listed = [x.name for x in arms(tiny(tmp_path, "translate.methods=[cyclegan, fda]", "oracle=false"))]
     assert listed == ["source_only", "cyclegan", "fda"]
@@ -40,30 +54,26 @@ def test_arms_as_data(tmp_path):
     with pytest.raises(UserError, match="method 'cyclegun': expected one of"):
         arms(tiny(tmp_path, "translate.methods=[cyclegun]"))
     fast = {x.name: x for x in arms(tiny(tmp_path, "translate.methods={cut: {}, fastcut: {method: cut, mode: fastcut}}"))}
-    assert fast["cut"].translate.model["lambda_nce"] == 1.0 and fast["cut"].translate.model["nce_idt"] is True
-    assert fast["fastcut"].translate.model["lambda_nce"] == 10.0 and fast["fastcut"].translate.model["flip_equivariance"]
-    with pytest.raises(UserError, match="translate.methods.oracle: arm names"):
+    assert fast["cut"].translate.model.lambda_nce == 1.0 and fast["cut"].translate.model.nce_idt is True
+    assert fast["fastcut"].translate.model.lambda_nce == 10.0 and fast["fastcut"].translate.model.flip_equivariance
+    with pytest.raises(UserError, match="translate.methods.oracle: a new arm name"):
         arms(tiny(tmp_path, "translate.methods=[oracle]"))
 
 
 def test_cycada_arm_trains_its_translator_after_source_only(tmp_path):
-    from i2iuda.study.plan import stage_config, stage_hash, stage_list
-
     plain = tiny(tmp_path, "translate.methods={cyclegan: {}}")
     sem = tiny(tmp_path, "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}}")
-    order = [f"{k}:{a.name}" if a else k for k, a in stage_list(sem)]
+    order = list(hashes(sem))
     assert order[:4] == ["data", "segment:source_only", "translate:cyclegan", "apply:cyclegan"]
     assert order.count("segment:source_only") == 1
-    assert [k for k, a in stage_list(plain)][:2] == ["data", "translate"]  # no CyCADA arm: order unchanged
+    assert list(hashes(plain))[:2] == ["data", "translate:cyclegan"]  # no CyCADA arm: order unchanged
     a = {x.name: x for x in arms(sem)}
-    assert a["cyclegan_sem"].semantic_from_study and not a["cyclegan"].semantic_from_study
+    assert a["cyclegan_sem"].judged_by_the_study and not a["cyclegan"].judged_by_the_study
     # f is the study's source-only model: changing the segmenter invalidates the CyCADA translator only
     other = tiny(tmp_path, "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}}",
                  "segment.lr=0.001")
-    b = {x.name: x for x in arms(other)}
     for name, changed in (("cyclegan", False), ("cyclegan_sem", True)):
-        h1, h2 = (stage_hash(stage_config(c, "translate", arms_[name])) for c, arms_ in ((sem, a), (other, b)))
-        assert (h1 != h2) == changed, name
+        assert (hashes(sem)[f"translate:{name}"] != hashes(other)[f"translate:{name}"]) == changed, name
 
 
 def test_settings_added_later_keep_finished_stages_valid(tmp_path):
@@ -71,22 +81,19 @@ def test_settings_added_later_keep_finished_stages_valid(tmp_path):
     they leave every stage hash as it was (as if absent); set otherwise, the segment stage's moves."""
     import copy
 
-    from i2iuda.study.plan import stage_config, stage_hash, stage_list
-
     cfg = tiny(tmp_path)
-    for kind, arm in stage_list(cfg):
-        now = stage_config(cfg, kind, arm)
+    study = resolved(cfg)
+    for kind, arm in stage_list(study):
+        now = stage_config(study, kind, arm)
         old = copy.deepcopy(now)
         for d in (old.get("segment", {}).get("model", {}), old.get("all", {}).get("segment", {}).get("model", {})):
             d.pop("encoder_depth", None), d.pop("decoder_channels", None)
         old.get("all", {}).pop("lanes", None)
         assert stage_hash(now) == stage_hash(old), kind
-    source_only = arms(cfg)[0]
     for change in ("segment.model.encoder_depth=4", "segment.model.decoder_channels=128"):
-        assert stage_hash(stage_config(tiny(tmp_path, change), "segment", source_only)) != \
-            stage_hash(stage_config(cfg, "segment", source_only)), change
-    assert stage_hash(stage_config(tiny(tmp_path, "lanes=2"), "segment", source_only)) == \
-        stage_hash(stage_config(cfg, "segment", source_only))  # how the stages are scheduled is not a stage's config
+        assert hashes(tiny(tmp_path, change))["segment:source_only"] != hashes(cfg)["segment:source_only"], change
+    # how the stages are scheduled is not a stage's config
+    assert hashes(tiny(tmp_path, "lanes=2"))["segment:source_only"] == hashes(cfg)["segment:source_only"]
 
 
 # Stage hashes written by the study before it was split into the study/ package (commit bc91b29,
@@ -128,14 +135,70 @@ def test_a_study_from_before_the_split_is_skipped_stage_by_stage(tmp_path):
     """Every stage kind (data, translate, apply, segment with CyCADA's f, FDA and self-training,
     pseudo, evaluate with KID/FID, report) hashes as it did before the split, so a finished study
     is skipped stage by stage (skipping on equal hashes: test_study_end_to_end)."""
-    from i2iuda.study.plan import stage_config, stage_hash, stage_list
-
     cfg = load_config(StudyConfig, None, TINY + [
         "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}, cut: {}, "
         "fda_b005: {method: fda, beta: 0.05}}", "self_train={st: {teachers: [cyclegan, fda_b005], rounds: 2}}",
         "eval.kid_fid=8", "data.synthetic_root=/pinned/bench", "data.synthetic.source_gap=2"])
-    now = {(f"{k}:{a.name}" if a else k): stage_hash(stage_config(cfg, k, a)) for k, a in stage_list(cfg)}
-    assert now == BEFORE_THE_SPLIT
+    assert hashes(cfg) == BEFORE_THE_SPLIT
+
+
+# Stage hashes, in study order, written by the study before it was rebuilt around its arm kinds
+# (commit 53a3402, study/arms.py and plan.py), for every kind of arm: translation (CyCADA, CUT, FDA),
+# offline self-training (MBT teachers), online self-training (raw, CycleGAN and FDA source; MIC;
+# a schedule of its own), with KID/FID, on today's default benchmark.
+BEFORE_THE_ARMS = {
+    "data": "e07c2e8712c0f68c",
+    "segment:source_only": "28cfb70555458bc2",
+    "translate:cyclegan": "85fc5473051d6d75",
+    "apply:cyclegan": "85fc5473051d6d75",
+    "translate:cyclegan_sem": "ba02f7aac8019399",
+    "apply:cyclegan_sem": "ba02f7aac8019399",
+    "translate:cut": "52a071be48c44c9f",
+    "apply:cut": "52a071be48c44c9f",
+    "translate:fda_b005": "e8a2696bad82b745",
+    "apply:fda_b005": "e8a2696bad82b745",
+    "segment:cyclegan": "68094ab3cc1de9e7",
+    "segment:cyclegan_sem": "302385ef55a6f914",
+    "segment:cut": "8b972411e221a171",
+    "segment:fda_b005": "9cb83915167e0fbe",
+    "segment:oracle": "04b21abb23fa9bf8",
+    "pseudo:st_r1": "5d078fbd58021a2b",
+    "segment:st_r1": "8f6775996dfcb7c4",
+    "pseudo:st_r2": "c0dc49eeab9a12f8",
+    "segment:st_r2": "9257a768dd5fbe1a",
+    "segment:dacs": "5503a2f0024a44d4",
+    "segment:cg_mic": "fd08d306a97a38fb",
+    "segment:fda_dacs": "6ef0de1d7cb7df72",
+    "evaluate:source_only": "1447ffb128384566",
+    "evaluate:cyclegan": "0c4965a35249ab04",
+    "evaluate:cyclegan_sem": "3ace6be4d27a7bd4",
+    "evaluate:cut": "4635708977891ebc",
+    "evaluate:fda_b005": "71903e1f5cf79032",
+    "evaluate:st_r1": "a9ad3937d4fbb57c",
+    "evaluate:st_r2": "0424b3344a255f3b",
+    "evaluate:dacs": "6405094eed95019c",
+    "evaluate:cg_mic": "8b63bc12994aaad3",
+    "evaluate:fda_dacs": "044b88696568934f",
+    "evaluate:oracle": "823dca24d9c09abc",
+    "report": "4421b3ddc0711861",
+}
+
+
+def test_a_study_from_before_the_arm_kinds_is_skipped_stage_by_stage(tmp_path):
+    """The study rebuilt around arm kinds lists the same stages in the same order with the same
+    hashes as before, so finished studies are skipped, online arms included (their settings'
+    rcs_min_pixels default moved to DAFormer's count: hashed as before while RCS is off)."""
+    cfg = load_config(StudyConfig, None, TINY + [
+        "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}, cut: {}, "
+        "fda_b005: {method: fda, beta: 0.05}}", "self_train={st: {teachers: [cyclegan, fda_b005], rounds: 2}}",
+        "online={dacs: {source: source_only}, cg_mic: {source: cyclegan, mic: true, alpha: 0.999}, "
+        "fda_dacs: {source: fda_b005, steps: 5}}", "eval.kid_fid=8", "data.synthetic_root=/pinned/bench"])
+    now = hashes(cfg)
+    assert list(now) == list(BEFORE_THE_ARMS) and now == BEFORE_THE_ARMS
+    rcs = hashes(tiny(tmp_path, "online={dacs: {source: source_only, rare_class_sampling: true}}"))
+    old_count = hashes(tiny(tmp_path, f"online={{dacs: {{source: source_only, rare_class_sampling: true, "
+                                      f"rcs_min_pixels: {3000 / (1280 * 720)}}}}}"))
+    assert rcs["segment:dacs"] != old_count["segment:dacs"]  # with RCS on, the threshold is part of the arm
 
 
 def test_study_end_to_end(tmp_path):
@@ -160,12 +223,15 @@ def test_study_end_to_end(tmp_path):
     # metrics.json: the documented schema, one row per arm
     m = json.loads((run / "metrics.json").read_text())
     assert metrics == m  # what run_study returns is what it wrote
-    assert m["schema"] == "i2iuda.study.metrics/2"
+    assert m["schema"] == "i2iuda.study.metrics/3"
     assert list(m["arms"]) == ["source_only", "cyclegan", "oracle"] and set(m["ranking"]) == {"source_only", "cyclegan"}
     for name, v in m["arms"].items():
         assert {"kind", "PA", "MPA", "mIoU", "FWIoU", "per_class_IoU", "delta_mIoU", "gap_closed"} <= set(v)
         assert len(v["per_class_IoU"]) == 19
         assert v["delta_mIoU"] == pytest.approx(v["mIoU"] - m["arms"]["source_only"]["mIoU"])
+    # the two ends of the gap say so, and only the adapted arm closes any of it
+    assert [(v["bound"], v["gap_closed"] is None) for v in m["arms"].values()] == [("lower", True), (None, False),
+                                                                                   ("upper", True)]
     # the FCN-score: the oracle on raw (source-only) and translated source val, against source labels
     fcn = {a: m["arms"][a]["translation"]["fcn_score_mIoU"] for a in ("source_only", "cyclegan")}
     assert all(0 <= v <= 100 for v in fcn.values()) and "translation" not in m["arms"]["oracle"]
@@ -191,7 +257,7 @@ def test_study_end_to_end(tmp_path):
     # the report reads files only: it rebuilds the same page with every checkpoint gone
     for ckpt in [*run.rglob("*.pt"), *run.rglob("*.safetensors")]:
         ckpt.unlink()
-    write_report(run)
+    report(run)
     assert (run / "report.html").read_text() == page
     # a re-run skips every stage; --from redoes a stage and what follows
     before = (run / "metrics.json").stat().st_mtime_ns
@@ -309,11 +375,31 @@ def test_bad_stage_name_is_a_clear_error(tmp_path):
 def _metrics(**miou):
     """A study's metrics.json with the given arms' mIoU (the other metrics derived from it)."""
     base, top = miou["source_only"], miou.get("oracle")
-    return {"schema": "i2iuda.study.metrics/2", "target_val": "t", "classes": "19", "ranking": [],
-            "arms": {a: {"kind": {"source_only": "baseline", "oracle": "oracle"}.get(a, "translation"), "method": None,
+    bound = {"source_only": "lower", "oracle": "upper"}
+    return {"schema": "i2iuda.study.metrics/3", "target_val": "t", "classes": "19", "ranking": [],
+            "arms": {a: {"kind": {"source_only": "source_only", "oracle": "oracle"}.get(a, "translation"),
+                         "bound": bound.get(a), "method": None,
                          "PA": 2 * v, "MPA": v, "mIoU": v, "FWIoU": v, "delta_mIoU": v - base,
-                         "gap_closed": (v - base) / (top - base) if top else None,
+                         "gap_closed": (v - base) / (top - base) if top and a not in bound else None,
                          "per_class_IoU": {"road": v, "pole": None}} for a, v in miou.items()}}
+
+
+def test_metrics_of_the_older_schema_read_as_the_current_one():
+    """metrics/2 rows had no bound and a gap closed for source-only (0) and the oracle (1): read
+    today, they are the two ends of the gap, unranked at the top and without a gap closed."""
+    from i2iuda.report import upgraded
+    from i2iuda.study import results_table
+
+    old = _metrics(source_only=10, cyclegan=20, oracle=30)
+    old["schema"] = "i2iuda.study.metrics/2"
+    for name, row in old["arms"].items():
+        del row["bound"]
+        row["gap_closed"] = (row["mIoU"] - 10) / 20
+    new = upgraded(old)
+    assert [(r["bound"], r["gap_closed"]) for r in new["arms"].values()] == [("lower", None), (None, 0.5), ("upper", None)]
+    table = results_table(old).splitlines()
+    assert table[1].split()[-1] == "10.00"  # source-only: no gap closed
+    assert table[2].endswith("50.0%") and table[3].startswith("oracle (upper bound)")
 
 
 def test_seed_aggregate_is_mean_sample_std_and_paired_differences():
@@ -366,14 +452,13 @@ def test_two_seed_study_aggregates_and_reports(tmp_path):
 
 
 def test_self_training_arms_pseudo_label_with_the_previous_round(base_study):
-    from i2iuda.study.plan import stage_list
     from i2iuda.errors import UserError
 
     tmp_path = base_study
     run = tmp_path / "run"
     cfg = tiny(tmp_path, "oracle=false", SMALL, "eval.kid_fid=4",
                "self_train={st: {teachers: [cyclegan], rounds: 2, percentile: 66}}")
-    order = [f"{k}:{a.name}" if a else k for k, a in stage_list(cfg)]
+    order = list(hashes(cfg))
     assert order[order.index("segment:cyclegan") + 1:order.index("evaluate:source_only")] == [
         "pseudo:st_r1", "segment:st_r1", "pseudo:st_r2", "segment:st_r2"]
     before = json.loads((run / "stages.json").read_text())
@@ -398,24 +483,23 @@ def test_self_training_arms_pseudo_label_with_the_previous_round(base_study):
     report = (run / "report.md").read_text()
     assert "## Arm st_r2" in report and "Pseudo-label quality" in report and "pseudo_labels.png" in report
     with pytest.raises(UserError, match="self_train.st.teachers: \\['nope'\\]"):
-        stage_list(tiny(tmp_path, "self_train={st: {teachers: [nope]}}"))
+        arms(tiny(tmp_path, "self_train={st: {teachers: [nope]}}"))
 
 
 def test_online_arms_train_on_their_source_arms_data_and_are_reported(tmp_path):
     from i2iuda.errors import UserError
-    from i2iuda.study.arms import segment_config
-    from i2iuda.study.plan import needs, stage_list
 
     cfg = tiny(tmp_path, "online={dacs: {source: source_only}, cg_mic: {source: cyclegan, mic: true, alpha: 0.999}}",
                "oracle=false")
-    a = {x.name: x for x in arms(cfg)}
-    assert a["cg_mic"].kind == "online" and a["cg_mic"].base == "cyclegan"
-    seg = segment_config(cfg, a["cg_mic"], tmp_path / "run")
+    study = resolved(cfg, tmp_path / "run")
+    a = study.arms
+    assert a["cg_mic"].KIND == "online" and a["cg_mic"].source is a["cyclegan"]
+    seg = a["cg_mic"].segment_config()
     assert seg.train.endswith("translated/cyclegan:train") and seg.target.endswith(":target-train")
     assert seg.online.mic and seg.online.alpha == 0.999 and not seg.online.rare_class_sampling
-    assert segment_config(cfg, a["dacs"], tmp_path / "run").train.endswith(":source-train")
-    assert needs(cfg, "segment", a["cg_mic"]) == {"data", "apply:cyclegan"}
-    order = [f"{k}:{x.name}" if x else k for k, x in stage_list(cfg)]
+    assert a["dacs"].segment_config().train.endswith(":source-train")
+    assert needs(study, "segment", a["cg_mic"]) == {"data", "apply:cyclegan"}
+    order = list(hashes(cfg))
     assert order.index("segment:cg_mic") > order.index("apply:cyclegan")
     with pytest.raises(UserError, match="online.x.source: 'fda': expected source_only or a translation arm"):
         arms(tiny(tmp_path, "online={x: {source: fda}}"))
@@ -423,6 +507,8 @@ def test_online_arms_train_on_their_source_arms_data_and_are_reported(tmp_path):
         tiny(tmp_path, "online={x: {mic_ratio: 1.0}}")
     m = run_study(cfg, tmp_path / "run", progress=False)
     assert m["arms"]["cg_mic"]["kind"] == "online" and 0 <= m["arms"]["cg_mic"]["online"]["confidence_weight"] <= 1
+    about = json.loads((tmp_path / "run" / "study.json").read_text())
+    assert {r["name"]: r.get("mic") for r in about["arms"] if r["kind"] == "online"} == {"dacs": False, "cg_mic": True}
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Arm cg_mic" in report and "MIC" in report and "figures/online_cg_mic.png" in report
     assert (tmp_path / "run" / "figures" / "online_cg_mic.png").is_file()

@@ -62,7 +62,7 @@ def test_object_thickness_is_the_width_of_a_pole_and_weighted_by_pixels():
 
 
 def test_thin_classes_are_thin_but_resolvable_at_the_cpu_preset():
-    """The benchmark's promise (README, "The built-in benchmark"): poles and lamp housings at least
+    """The benchmark's promise (docs/benchmark.md): poles and lamp housings at least
     2 px thick at 64x128 (learnable at output stride 16), and not fattened beyond what a street
     photo shows them as (a few px at this size); every class but train in the target's frames."""
     per_class: dict = {}

@@ -3,7 +3,8 @@ import numpy as np
 import torch
 
 from i2iuda.data import labels as L
-from i2iuda.data.transforms import AugmentConfig, denormalize, eval_transform, train_transform
+from i2iuda.data.transforms import AugmentConfig, eval_transform, train_transform
+from i2iuda.pictures import denormalize
 
 
 def blocky_pair(h=180, w=360, block=30, seed=0):

@@ -73,6 +73,7 @@ def synth(
     """Write the built-in synthetic two-domain benchmark (source in GTA5's layout, target in Cityscapes')."""
     import time
 
+    from .config import out_of_range
     from .data.synthetic import SynthConfig, generate, generate_real_sizes, write_preview
 
     if preset is not None:
@@ -87,12 +88,11 @@ def synth(
     cfg = SynthConfig(height=h, width=w, n_source=n_source, n_target_train=n_target_train,
                       n_target_val=n_target_val, seed=seed, workers=workers)
     if source_gap is not None:
-        if not 0 <= source_gap <= 2:
-            raise UserError(f"--source-gap {source_gap:g}: expected 0..2 (0 the target's palette, 2 the hard variant)")
         cfg.source_gap = source_gap
-    for name in ("n_source", "n_target_train", "n_target_val"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if bad := out_of_range(cfg):  # the benchmark's RANGES, named as the options
+        key, value, allowed = bad
+        option = "--size" if key in ("height", "width") else f"--{key.replace('_', '-')}"
+        raise UserError(f"{option} {value:g}: out of range (expected {allowed})")
     t0 = time.perf_counter()
     generate(out, cfg)
     dt = time.perf_counter() - t0
@@ -144,10 +144,15 @@ def translate_train(
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. model.ngf=32 epochs=10."),
 ) -> None:
     """Train a translator source -> target. Resumable; under torchrun it trains with DDP."""
+    from .runtime import init_runtime
+    from .segmentation.models import frozen_segmenter
+    from .translation.methods import method as get_method
     from .translation.train import resolve_config, train_translator
 
     cfg = resolve_config(out, config, _overrides(overrides, source=source, target=target, method=method), resume)
-    summary = train_translator(cfg, out, resume=resume)
+    judge_run = get_method(cfg.method).judge_run(cfg.model)  # CyCADA's f: the caller loads it
+    judge = frozen_segmenter(judge_run, init_runtime(cfg.device).device) if judge_run is not None else None
+    summary = train_translator(cfg, out, resume=resume, judge=judge)
     if summary.get("trains") is False:
         typer.echo(f"{summary['description']}: nothing to train; run folder: {out}")
         return
@@ -175,9 +180,9 @@ def translate_apply(
     """Translate a whole data set (skips frames already written). FDA output is clipped to 0..255."""
     from .translation.apply import apply_translator
 
-    translator, cfg = _translator(run, method, target, seed, overrides, device, amp)
     from .translation.methods import method as get_method
 
+    translator, cfg = _translator(run, method, target, seed, overrides, device, amp)
     trains = get_method(cfg.method).TRAINS
     target_size = None if size == "full" else parse_size(size) or (tuple(cfg.data.size) if trains else None)
     r = apply_translator(translator, source, out, target_size, direction, batch_size, workers)
@@ -190,7 +195,7 @@ def _translator(run: Path | None, method: str | None, target: str | None, seed: 
     from .config import load_config
     from .runtime import init_runtime
     from .translation.methods import method as get_method
-    from .translation.train import TranslateConfig, load_translator, with_method_defaults
+    from .translation.train import TranslateConfig, load_translator
 
     if (run is None) == (method is None):
         raise UserError("give --run RUN (a translate-train run) or --method METHOD --target SPEC")
@@ -202,8 +207,8 @@ def _translator(run: Path | None, method: str | None, target: str | None, seed: 
         raise UserError(f"--method {method}: it needs training first ('i2iuda translate train'), then --run")
     if not target:
         raise UserError(f"--method {method}: give --target SPEC")
-    cfg = with_method_defaults(load_config(TranslateConfig, None, list(overrides or []) + [
-        f"method={method}", f"target={target}", f"seed={seed}"]))
+    cfg = load_config(TranslateConfig, None, list(overrides or []) + [f"method={method}", f"target={target}",
+                                                                   f"seed={seed}"])
     return get_method(method).build(cfg, init_runtime(device, amp), 0, training=False).eval(), cfg
 
 
@@ -272,7 +277,8 @@ def segment_adapt(
     train: str | None = typer.Option(None, "--train", help="Labelled source training data (raw or translated)."),
     val: str | None = typer.Option(None, "--val", help="Source validation spec (curves of student and teacher)."),
     target: str | None = typer.Option(None, "--target", help="Unlabelled target frames, e.g. cityscapes:/data/cityscapes:train."),
-    config: Path | None = typer.Option(None, "--config", help="YAML config (see configs/segment_*.yaml, online: ...)."),
+    config: Path | None = typer.Option(None, "--config", help="YAML config: segment train's settings (configs/segment_*.yaml) "
+                                                                "plus target: and online: (segmentation/online.py)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
     overrides: list[str] = typer.Argument(None, help="Config overrides, e.g. online.mic=true online.rare_class_sampling=true."),
 ) -> None:
@@ -285,7 +291,7 @@ def segment_adapt(
     last = s["history"][-1] if s["history"] else {}
     typer.echo(f"{s['steps']} steps in {s['wall_seconds']:.0f}s ({s['steps_per_second']} steps/s); source-val mIoU "
                f"student {last.get('mIoU', float('nan')):.2f}, teacher {last.get('teacher_mIoU', float('nan')):.2f}; "
-               f"run folder: {out} (checkpoints/best.safetensors: the last student)")
+               f"run folder: {out} (checkpoints/student.safetensors: the last student)")
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
@@ -298,7 +304,7 @@ def parse_scales(text: str) -> tuple[float, ...]:
 
 @segment_app.command("eval")
 def segment_eval(
-    run: Path = typer.Option(..., "--run", help="A segment-train run folder (its best checkpoint is used)."),
+    run: Path = typer.Option(..., "--run", help="A segment train or adapt run folder (its best checkpoint, or last student)."),
     data: str = typer.Option(..., "--data", help="Labelled data spec, e.g. cityscapes:/data/cityscapes:val."),
     out: Path = typer.Option(..., "--out", help="Folder for metrics.json, the per-class table and pictures."),
     size: str | None = typer.Option(None, help="Input HxW (default: the training size); logits go to label size."),
@@ -412,16 +418,16 @@ def report_cmd(
     check: bool = typer.Option(False, "--check", help="Open the page in headless Chromium; check every image loads."),
 ) -> None:
     """Rebuild RUN/report.html and report.md; with several runs, compare them side by side."""
-    import json
-
-    from .report import check_in_browser, compare_runs, write_report, write_seeds_report
+    from .io import read_json
+    from .report import check_in_browser, compare_runs, write_seeds_report
+    from .study import report
 
     for r in runs:
         if not (r / "metrics.json").is_file():
             raise UserError(f"{r}: no metrics.json (not a finished study run; run 'i2iuda run --out {r}')")
     if len(runs) == 1:
-        several = json.loads((runs[0] / "metrics.json").read_text()).get("schema", "").startswith("i2iuda.study.aggregate")
-        md, html_path = (write_seeds_report if several else write_report)(runs[0])
+        several = read_json(runs[0] / "metrics.json").get("schema", "").startswith("i2iuda.study.aggregate")
+        md, html_path = (write_seeds_report if several else report)(runs[0])
         typer.echo(f"wrote {md} and {html_path}")
     else:
         html_path = compare_runs(runs, out)

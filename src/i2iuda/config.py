@@ -87,13 +87,20 @@ open_fraction = Range(lo=0, hi=1, lo_open=True, hi_open=True)  # strictly betwee
 adam_beta = Range(lo=0, hi=1, hi_open=True)  # 0 <= beta < 1
 
 
-def check_ranges(cfg: Any, where: str) -> None:
-    """Refuse, with one line, any option of ``cfg`` outside its dataclass's RANGES."""
+def out_of_range(cfg: Any) -> tuple[str, Any, Range] | None:
+    """The first option of ``cfg`` outside its dataclass's RANGES: (key, value, range), or None."""
     for key, allowed in getattr(type(cfg), "RANGES", {}).items():
         value = getattr(cfg, key)
         if value is not None and not isinstance(value, bool) and not allowed.allows(value, cfg):
-            shown = list(value) if isinstance(value, tuple) else value
-            raise UserError(f"{where}.{key}={shown}: out of range (expected {allowed})")
+            return key, list(value) if isinstance(value, tuple) else value, allowed
+    return None
+
+
+def check_ranges(cfg: Any, where: str) -> None:
+    """Refuse, with one line, any option of ``cfg`` outside its dataclass's RANGES."""
+    if bad := out_of_range(cfg):
+        key, value, allowed = bad
+        raise UserError(f"{where}.{key}={value}: out of range (expected {allowed})")
 
 
 def to_dict(cfg: Any) -> Any:
@@ -171,7 +178,9 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     except ValueError as e:  # a dataclass's own check (__post_init__)
         raise UserError(f"{where}: {e}") from None
     check_ranges(cfg, where)
-    return cfg
+    # a field whose type another field decides (a translator's settings: its method's Config)
+    # is typed last, by the dataclass's own ``typed(where)``
+    return cfg.typed(where) if hasattr(cfg, "typed") else cfg
 
 
 def merge(base: dict, extra: dict) -> dict:
@@ -247,22 +256,3 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def save_config(cfg: Any, path: str | Path) -> None:
     write_yaml(path, to_dict(cfg))
-
-
-def resolve_run_config(cls: type[T], run: Path, config: str | Path | None, overrides: list[str], resume: bool) -> T:
-    """The config of a training run: its saved config when resuming (no changes allowed), else
-    defaults <- --config <- overrides, refusing to overwrite a run that is already there."""
-    from .runlock import check_free
-
-    run = Path(run)
-    check_free(run)  # a live process writing there: say which, before anything else
-    saved = run / "config.yaml"
-    if resume:
-        if not saved.is_file():
-            raise UserError(f"--resume: {saved} not found (nothing to resume in {run})")
-        if config or overrides:
-            raise UserError("--resume continues a run with its saved config: drop --config and overrides")
-        return load_config(cls, saved)
-    if (run / "checkpoints" / "last.pt").exists():
-        raise UserError(f"--out {run}: a run is already there; pass --resume to continue it or choose another folder")
-    return load_config(cls, config, overrides)

@@ -37,6 +37,8 @@ import torch
 import torch.nn.functional as nnf
 
 from .errors import UserError
+from .data.datasets import build_index, read_image
+from .io import atomic_write_bytes
 
 WEIGHTS_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 WEIGHTS_ENV = "I2IUDA_FID_WEIGHTS"
@@ -92,7 +94,6 @@ def load_inception() -> FIDInception | None:
 
 def frame_subset(spec: str, n: int, seed: int = 0) -> list[Path]:
     """A fixed subset of a data set's frames: the first ``n`` of a permutation seeded by ``seed``."""
-    from .data.datasets import build_index
 
     paths = sorted(s.image for s in build_index(spec).samples)
     order = np.random.default_rng(seed).permutation(len(paths))
@@ -104,8 +105,6 @@ def features(net: FIDInception, paths: list[Path], cache: Path | None = None, ba
     paths, sizes and modification times, so a set is embedded once per run folder."""
     from safetensors.torch import load_file, save
 
-    from .data.datasets import read_image
-    from .io import atomic_write_bytes
 
     key = hashlib.sha256("\n".join(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths).encode())
     file = cache / f"{key.hexdigest()[:24]}.safetensors" if cache else None

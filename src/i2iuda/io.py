@@ -80,6 +80,43 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def _read_text(path: Path, default: Any) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        if default is not ...:
+            return None
+        raise UserError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
+
+
+def read_json(path: str | os.PathLike, default: Any = ...) -> Any:
+    """A JSON file a run folder holds, or one line naming the file and what is wrong with it
+    (``default`` instead when the file is absent, if given)."""
+    path = Path(path)
+    text = _read_text(path, default)
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        what = "empty" if not text.strip() else f"not valid JSON ({e})"
+        raise UserError(f"{path}: {what}: the file is damaged") from None
+
+
+def read_yaml(path: str | os.PathLike, default: Any = ...) -> Any:
+    """A YAML file a run folder holds (its config.yaml), or one line naming the file and the damage."""
+    path = Path(path)
+    text = _read_text(path, default)
+    if text is None:
+        return default
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}): the file is damaged") from None
+
+
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
 

@@ -5,7 +5,6 @@ import cv2
 import numpy as np
 import torch
 
-from .data.transforms import denormalize
 
 
 def fit(image: np.ndarray, height: int) -> np.ndarray:
@@ -46,3 +45,11 @@ def tensor_rows(cols: list[torch.Tensor], captions: list[str], n: int) -> np.nda
     """A grid whose row i shows frame i of every column (normalised NCHW tensors, any sizes)."""
     imgs = [denormalize(c[:n]) for c in cols]
     return grid([[im[i] for im in imgs] for i in range(min(n, len(imgs[0])))], captions=captions)
+
+
+def denormalize(x: torch.Tensor, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> np.ndarray:
+    """NCHW or CHW normalised float tensor -> NHWC/HWC uint8 numpy, for pictures."""
+    m = torch.tensor(mean, device=x.device).view(-1, 1, 1)
+    s = torch.tensor(std, device=x.device).view(-1, 1, 1)
+    y = (x.detach().float() * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return y.movedim(-3, -1).cpu().numpy()

@@ -2,13 +2,15 @@
 inlined as data URIs, so it opens offline), with charts in RUN/figures/.
 
 The report reads files only, never models: RUN/study.json (the arms and setup), metrics.json,
-the pictures the stages made where the models were (translated/ARM/samples.png,
-eval/ARM/failures.png, eval/ARM/pictures/), the segmenters' history.json and the translators'
-losses.jsonl. So ``i2iuda report RUN`` is quick anywhere, with the checkpoints deleted too.
+the pictures the stages made where the models were (eval/ARM/pictures/), the segmenters'
+history.json and the translators' losses.jsonl. So ``i2iuda report RUN`` is quick anywhere, with
+the checkpoints deleted too. It knows no arm kind: each arm's section (what its translator does,
+its failure gallery, its pseudo-labels, ...) is written by its kind (study/arms/), from files too,
+and handed in.
 
 Contents: the setup; every arm ranked by mIoU with gap closed; per-class IoU (chart and table
-with each arm minus source-only); what each translator does; the failure gallery of each
-translation arm; training curves; target val frames with every arm's prediction; stage times.
+with each arm minus source-only); the arms' sections; training curves; target val frames with
+every arm's prediction; stage times.
 """
 from __future__ import annotations
 
@@ -28,10 +30,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .errors import UserError  # noqa: E402
-from .io import atomic_write_text, save_png  # noqa: E402
+from .io import atomic_write_text, read_json, save_png  # noqa: E402
 from .pictures import grid  # noqa: E402
 
-FIXED_COLOURS = {"source_only": "#9e9e9e", "oracle": "#43a047"}
+BOUND_COLOURS = {"lower": "#9e9e9e", "upper": "#43a047"}  # source-only grey, the oracle green
 ARM_COLOURS = ["#1e88e5", "#e53935", "#8e24aa", "#fb8c00", "#00897b", "#6d4c41", "#3949ab", "#c0ca33"]
 
 PAGE = jinja2.Template("""<!doctype html>
@@ -57,18 +59,37 @@ window.addEventListener('load', function () {
 """, autoescape=False)  # body is HTML that Python-Markdown made from our own text
 
 
-def nice(arm: str) -> str:
-    return {"source_only": "source-only", "oracle": "oracle (upper bound)"}.get(arm, arm)
+def nice(arm: str, bound: str | None = None) -> str:
+    """An arm's name as the report shows it: source-only, the oracle marked as an upper bound."""
+    return arm.replace("_", "-") if bound == "lower" else f"{arm} (upper bound)" if bound == "upper" else arm
+
+
+def upgraded(metrics: dict) -> dict:
+    """metrics.json of any schema as the current one reads: rows of i2iuda.study.metrics/2 (and its
+    aggregates) had no ``bound`` and a gap closed for the two ends of the gap too."""
+    if all("bound" in r for r in metrics["arms"].values()):
+        return metrics
+    ends = {"source_only": "lower", "oracle": "upper"}  # the two kinds that were the ends, by name
+    rows = {}
+    for name, r in metrics["arms"].items():
+        bound = ends.get(r["kind"])
+        rows[name] = {**r, "bound": bound, **({"gap_closed": None} if bound else {})}
+    return {**metrics, "arms": rows}
 
 
 def ranked_arms(metrics: dict) -> list[str]:
-    """The arms in display order: ranked by mIoU, then the oracle (an upper bound, not ranked)."""
-    return metrics["ranking"] + (["oracle"] if "oracle" in metrics["arms"] else [])
+    """The arms in display order: ranked by mIoU, then the upper bound (the oracle: not ranked)."""
+    return metrics["ranking"] + [a for a, r in metrics["arms"].items() if r["bound"] == "upper"]
 
 
-def colours(arms: list[str]) -> dict[str, str]:
+def baseline(metrics: dict) -> str:
+    """The arm every other one is compared with: source-only."""
+    return next(a for a, r in metrics["arms"].items() if r["bound"] == "lower")
+
+
+def colours(rows: dict[str, dict]) -> dict[str, str]:
     others = iter(ARM_COLOURS * 4)
-    return {a: FIXED_COLOURS.get(a) or next(others) for a in arms}
+    return {a: BOUND_COLOURS.get(r.get("bound")) or next(others) for a, r in rows.items()}
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -76,26 +97,27 @@ def read_image(path: Path) -> np.ndarray:
         return np.array(img.convert("RGB"))
 
 
-def _read_json(path: Path, default=None):
-    return json.loads(path.read_text()) if path.is_file() else default
+def labels(metrics: dict) -> dict[str, str]:
+    """Every arm's name as shown (``nice``), from its row's bound."""
+    return {a: nice(a, r["bound"]) for a, r in metrics["arms"].items()}
 
 
 def per_class_chart(metrics: dict, path: Path) -> None:
-    class_bars({a: v["per_class_IoU"] for a, v in metrics["arms"].items()}, path)
+    class_bars({a: v["per_class_IoU"] for a, v in metrics["arms"].items()}, metrics, path)
 
 
-def class_bars(values: dict[str, dict[str, float | None]], path: Path,
+def class_bars(values: dict[str, dict[str, float | None]], metrics: dict, path: Path,
                errors: dict[str, dict[str, float | None]] | None = None) -> None:
     """Per-class IoU bars of every arm (``values[arm][class]``), with error bars if given."""
     names = list(next(iter(values.values())))
     x = np.arange(len(names))
     w = 0.8 / len(values)
     fig, ax = plt.subplots(figsize=(12, 3.6), dpi=100)
-    col = colours(list(values))
+    col, label = colours(metrics["arms"]), labels(metrics)
     for i, (a, v) in enumerate(values.items()):
         vals = [v[c] if v[c] is not None else 0 for c in names]
         err = [errors[a][c] or 0 for c in names] if errors else None
-        ax.bar(x + (i - (len(values) - 1) / 2) * w, vals, w, yerr=err, label=nice(a), color=col[a],
+        ax.bar(x + (i - (len(values) - 1) / 2) * w, vals, w, yerr=err, label=label[a], color=col[a],
                error_kw={"elinewidth": 0.8, "capsize": 1.5})
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylabel("IoU (%)")
@@ -107,19 +129,30 @@ def class_bars(values: dict[str, dict[str, float | None]], path: Path,
     plt.close(fig)
 
 
-def training_curves(run: Path, study: dict, path: Path) -> None:
+def read_losses(path: Path) -> list[dict]:
+    """The lines of a losses.jsonl (a line cut short by a kill is left out)."""
+    out = []
+    for ln in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            out.append(json.loads(ln))
+        except ValueError:
+            continue
+    return out
+
+
+def training_curves(run: Path, study: dict, metrics: dict, path: Path) -> None:
     """Segmenters (train loss, source-val mIoU per epoch) and each training translator's losses."""
     translators = [a for a in study["arms"] if a.get("translate") and (run / a["translate"] / "losses.jsonl").is_file()]
     fig, axes = plt.subplots(1, 2 + len(translators), figsize=(5 * (2 + len(translators)), 3.4), dpi=100,
                              squeeze=False)
     axes = axes[0]
-    col = colours([a["name"] for a in study["arms"]])
+    col, label = colours(metrics["arms"]), labels(metrics)
     for a in study["arms"]:
-        hist = _read_json(run / a["segment"] / "history.json", [])
+        hist = read_json(run / a["segment"] / "history.json", [])
         if hist:
             epochs = [h["epoch"] for h in hist]
-            axes[0].plot(epochs, [h["train_loss"] for h in hist], marker="o", label=nice(a["name"]), color=col[a["name"]])
-            axes[1].plot(epochs, [h["mIoU"] for h in hist], marker="o", label=nice(a["name"]), color=col[a["name"]])
+            axes[0].plot(epochs, [h["train_loss"] for h in hist], marker="o", label=label[a["name"]], color=col[a["name"]])
+            axes[1].plot(epochs, [h["mIoU"] for h in hist], marker="o", label=label[a["name"]], color=col[a["name"]])
     axes[0].set_title("segmentation train loss")
     axes[1].set_title("validation mIoU (model selection)")
     for ax in axes[:2]:
@@ -127,8 +160,7 @@ def training_curves(run: Path, study: dict, path: Path) -> None:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     for ax, a in zip(axes[2:], translators):
-        lines = [json.loads(ln) for ln in (run / a["translate"] / "losses.jsonl").read_text().splitlines() if ln]
-        lines = [ln for ln in lines if any(k.startswith("loss/") for k in ln)]
+        lines = [ln for ln in read_losses(run / a["translate"] / "losses.jsonl") if any(k.startswith("loss/") for k in ln)]
         keys = [k for k in lines[0] if k.startswith("loss/") and not k.endswith("total")] if lines else []
         for k in keys:
             ax.plot([ln["step"] for ln in lines], [ln.get(k) for ln in lines], label=k[5:])
@@ -141,7 +173,7 @@ def training_curves(run: Path, study: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def prediction_grid(run: Path, study: dict) -> np.ndarray | None:
+def prediction_grid(run: Path, study: dict, metrics: dict) -> np.ndarray | None:
     """The target val frames that evaluation pictured, with every arm's prediction beside them."""
     first = run / study["arms"][0]["eval"] / "pictures"
     stems = sorted(p.name[: -len("_image.png")] for p in first.glob("*_image.png"))[:4]
@@ -154,24 +186,25 @@ def prediction_grid(run: Path, study: dict) -> np.ndarray | None:
             p = run / a["eval"] / "pictures" / f"{stem}_prediction.png"
             row.append(read_image(p) if p.is_file() else np.full_like(row[0], 255))
         rows.append(row)
-    return grid(rows, captions=["target frame", "ground truth"] + [nice(a["name"]) for a in study["arms"]])
+    label = labels(metrics)
+    return grid(rows, captions=["target frame", "ground truth"] + [label[a["name"]] for a in study["arms"]])
 
 
-def write_report(run: str | Path) -> tuple[Path, Path]:
-    """Build RUN/report.md and RUN/report.html from what the study wrote."""
+def write_report(run: str | Path, sections: dict[str, list[str]] | None = None) -> tuple[Path, Path]:
+    """Build RUN/report.md and RUN/report.html from what the study wrote; ``sections``: markdown
+    lines of each arm's own section (study/arms/), shown after the per-class table, in arm order."""
     run = Path(run).resolve()
-    study, metrics = _read_json(run / "study.json"), _read_json(run / "metrics.json")
-    if study is None or metrics is None:
+    if not (run / "study.json").is_file() or not (run / "metrics.json").is_file():
         raise UserError(f"{run}: no study.json/metrics.json (not a finished study run; run 'i2iuda run --out {run}')")
+    study, metrics = read_json(run / "study.json"), upgraded(read_json(run / "metrics.json"))
     figs = run / "figures"
     figs.mkdir(exist_ok=True)
     per_class_chart(metrics, figs / "per_class_iou.png")
-    training_curves(run, study, figs / "training_curves.png")
-    predictions = prediction_grid(run, study)
+    training_curves(run, study, metrics, figs / "training_curves.png")
+    predictions = prediction_grid(run, study, metrics)
     if predictions is not None:
         save_png(figs / "predictions.png", predictions)
-    rows = metrics["arms"]
-    arms = {a["name"]: a for a in study["arms"]}
+    rows, label, base_arm = metrics["arms"], labels(metrics), baseline(metrics)
     s = study["specs"]
     md = [f"# i2iuda study: {study['name']}", "", "## Setup", "",
           f"- source train / val: `{s['source_train']}` / `{s['source_val']}`",
@@ -182,47 +215,29 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
            "Arms ranked by mIoU. Gap closed = (arm − source-only) / (oracle − source-only); the oracle is trained "
            "on target labels: an upper bound, not a UDA result.", "",
            "| arm | PA | MPA | mIoU | FWIoU | mIoU − source-only | gap closed |", "|---|---|---|---|---|---|---|"]
-    pct = lambda v: "" if v is None else f"{100 * v:.1f}%"
+    pct = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for name in ranked_arms(metrics):
         v = rows[name]
-        delta = f"{v['delta_mIoU']:+.2f}" if name != "source_only" else ""
-        gap = pct(v["gap_closed"]) if v["kind"] not in ("source_only", "oracle") else ""
-        md.append(f"| {nice(name)} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | {v['FWIoU']:.2f} | "
-                  f"{delta} | {gap} |")
+        delta = f"{v['delta_mIoU']:+.2f}" if name != base_arm else ""
+        md.append(f"| {label[name]} | {v['PA']:.2f} | {v['MPA']:.2f} | {v['mIoU']:.2f} | {v['FWIoU']:.2f} | "
+                  f"{delta} | {pct(v['gap_closed'])} |")
     md += translation_quality(rows, lambda v, k=1.0, d=2: "" if v is None else f"{k * v:.{d}f}")
     names = list(rows)
     md += ["", "## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",
-           "| class | " + " | ".join(nice(n) for n in names) + " |", "|---|" + "---|" * len(names)]
-    f = lambda v: "n/a" if v is None else f"{v:.1f}"
-    for c in rows["source_only"]["per_class_IoU"]:
-        base = rows["source_only"]["per_class_IoU"][c]
+           "| class | " + " | ".join(label[n] for n in names) + " |", "|---|" + "---|" * len(names)]
+    f = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    for c in rows[base_arm]["per_class_IoU"]:
+        base = rows[base_arm]["per_class_IoU"][c]
         cells = []
         for n in names:
             v = rows[n]["per_class_IoU"][c]
-            d = f" ({v - base:+.1f})" if n != "source_only" and v is not None and base is not None else ""
+            d = f" ({v - base:+.1f})" if n != base_arm and v is not None and base is not None else ""
             cells.append(f(v) + d)
         md.append(f"| {c} | " + " | ".join(cells) + " |")
     md += ["", "In brackets: the arm minus source-only. Classes absent from both the ground truth and the "
            "predictions are n/a and left out of the means.", ""]
-    for name, a in arms.items():
-        if a["kind"] == "self_train":
-            md += self_train_section(run, name, a, rows[name])
-        if a["kind"] == "online":
-            md += online_section(run, name, a, rows[name], figs)
-        if a["kind"] != "translation":
-            continue
-        md += [f"## Arm {name}", "", a["description"], ""]
-        if (run / a["translated"] / "samples.png").is_file():
-            md += [f"![{name} samples]({a['translated']}/samples.png)", ""]
-        fail = _read_json(run / a["eval"] / "failures.json")
-        if fail:
-            md += [f"**Failure cases**: translated source val frames ranked by the agreement (pixel accuracy) "
-                   f"between the source label and what {nice(fail['judge'])} sees in the translated frame, lowest "
-                   f"first. Low agreement means the translator painted one class as another, so the source labels "
-                   f"no longer describe the frame. Mean agreement over {fail['frames_scored']} frames: "
-                   f"**{fail['mean_agreement']:.1f}%**.", "",
-                   f"![{name} failure cases]({a['eval']}/failures.png)", "", "| frame | agreement (%) |", "|---|---|"]
-            md += [f"| {r['name']} | {r['agreement']:.1f} |" for r in fail["worst"]] + [""]
+    for a in study["arms"]:
+        md += (sections or {}).get(a["name"], [])
     md += ["## Training curves", "", "![training curves](figures/training_curves.png)", ""]
     if predictions is not None:
         md += ["## Predictions on target val frames", "", "![predictions](figures/predictions.png)", ""]
@@ -235,72 +250,6 @@ def write_report(run: str | Path) -> tuple[Path, Path]:
     atomic_write_text(md_path, text)
     atomic_write_text(html_path, to_html(text, run, title=f"i2iuda study: {study['name']}"))
     return md_path, html_path
-
-
-def self_train_section(run: Path, name: str, arm: dict, row: dict) -> list[str]:
-    """A self-training arm: its recipe, its pseudo-labels beside the frames, and (where target train
-    labels exist: the synthetic benchmark) their precision and coverage per class."""
-    md = [f"## Arm {name}", "", arm["description"] + ".", ""]
-    pl = row.get("pseudo_labels") or {}
-    if pl:
-        md += [f"{100 * pl['kept_fraction']:.1f}% of the target train pixels got a pseudo-label; the rest are ignored.", ""]
-    if (run / arm["eval"] / "pseudo_labels.png").is_file():
-        md += ["Target train frames, their pseudo-labels (uncoloured: ignored) and, where they exist, their true labels:", "",
-               f"![{name} pseudo-labels]({arm['eval']}/pseudo_labels.png)", ""]
-    if pl.get("per_class"):
-        md += ["**Pseudo-label quality** (a diagnostic with target train labels, which only the synthetic benchmark "
-               f"has; nothing was selected with it): precision {pl['precision']:.1f}%, coverage {pl['coverage']:.1f}%. "
-               "Precision: of the pixels labelled c, the share truly c (low = confident mistakes that self-training "
-               "reinforces). Coverage: of the pixels truly c, the share that got a label.", "",
-               "| class | threshold | precision (%) | coverage (%) |", "|---|---|---|---|"]
-        f = lambda v: "n/a" if v is None else f"{v:.1f}"
-        md += [f"| {c} | {t:.2f} | {f(q['precision'])} | {f(q['coverage'])} |"
-               for (c, q), t in zip(pl["per_class"].items(), pl["thresholds"])] + [""]
-    return md
-
-
-def online_section(run: Path, name: str, arm: dict, row: dict, figs: Path) -> list[str]:
-    """An online self-training arm: its recipe, its last training step's mixed frames (and MIC's
-    masked ones), the teacher's confidence weight over training and the student's and teacher's
-    source-val mIoU per epoch."""
-    md = [f"## Arm {name}", "", arm["description"] + ".", ""]
-    images = sorted((run / arm["segment"] / "images").glob("step_*.png"))
-    if images:
-        rel = images[-1].relative_to(run).as_posix()
-        md += ["The last training step: source frames with their labels, target frames with the teacher's labels, "
-               "the mixed frames the student trains on (source objects pasted into target frames, then strongly "
-               "augmented) with their mixed labels" + (", and MIC's masked target frames" if "mic" in arm["description"]
-                                                      or "MIC" in arm["description"] else "") + ":", "",
-               f"![{name} training step]({rel})", ""]
-    hist = _read_json(run / arm["segment"] / "history.json", [])
-    log = run / arm["segment"] / "losses.jsonl"
-    lines = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()] if log.is_file() else []
-    q = [(ln["step"], ln["loss/q"]) for ln in lines if "loss/q" in ln]
-    if hist or q:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), dpi=100)
-        if q:
-            axes[0].plot(*zip(*q), color="#1e88e5")
-        axes[0].set_title("confidence weight q (share of target pixels >= threshold)")
-        axes[0].set_xlabel("step")
-        axes[0].set_ylim(0, 1)
-        if hist:
-            epochs = [h["epoch"] for h in hist]
-            axes[1].plot(epochs, [h["mIoU"] for h in hist], marker="o", label="student")
-            axes[1].plot(epochs, [h.get("teacher_mIoU") for h in hist], marker="s", ls="--", label="teacher")
-            axes[1].legend(fontsize=8)
-        axes[1].set_title("(translated) source val mIoU")
-        axes[1].set_xlabel("epoch")
-        for ax in axes:
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(figs / f"online_{name}.png")
-        plt.close(fig)
-        md += [f"![{name} confidence weight and curves](figures/online_{name}.png)", ""]
-    o = row.get("online") or {}
-    if o.get("confidence_weight") is not None:
-        md += [f"At the end: confidence weight {o['confidence_weight']:.3f} (last epoch's mean); source-val mIoU "
-               f"student {o['student_source_val_mIoU']:.2f}, teacher {o['teacher_source_val_mIoU']:.2f}.", ""]
-    return md
 
 
 def translation_quality(rows: dict, fmt) -> list[str]:
@@ -325,8 +274,9 @@ def translation_quality(rows: dict, fmt) -> list[str]:
            "|---|---|---|---|---|---|"]
     for a in scored:
         t, r = rows[a]["translation"], rows[a]
-        out.append(f"| {nice(a)}{' (raw source)' if a == 'source_only' else ''} | {fmt(t.get('KID'))} | "
-                   f"{fmt(t.get('FID'), d=1)} | {fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | "
+        raw = " (raw source)" if r["bound"] == "lower" else ""
+        out.append(f"| {nice(a, r['bound'])}{raw} | {fmt(t.get('KID'))} | {fmt(t.get('FID'), d=1)} | "
+                   f"{fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | "
                    f"{fmt(r.get('translator_seconds'), d=0)} |")
     return out
 
@@ -334,14 +284,14 @@ def translation_quality(rows: dict, fmt) -> list[str]:
 def seeds_chart(metrics: dict, path: Path) -> None:
     """mIoU per arm over seeds: the mean (bar), the sample std (error bar) and every seed (dots)."""
     arms = ranked_arms(metrics)
-    col = colours(list(metrics["arms"]))
+    col, label = colours(metrics["arms"]), labels(metrics)
     fig, ax = plt.subplots(figsize=(1.6 * len(arms) + 2, 3.4), dpi=100)
     for i, a in enumerate(arms):
         m = metrics["arms"][a]["mIoU"]
         ax.bar(i, m["mean"], 0.6, yerr=m["std"], color=col[a], alpha=0.8, capsize=4)
         ax.scatter([i + 0.12 * (k - (len(m["values"]) - 1) / 2) for k in range(len(m["values"]))], m["values"],
                    color="black", s=12, zorder=3)
-    ax.set_xticks(range(len(arms)), [nice(a) for a in arms], rotation=20, ha="right")
+    ax.set_xticks(range(len(arms)), [label[a] for a in arms], rotation=20, ha="right")
     ax.set_ylabel("target val mIoU (%)")
     ax.set_title(f"{len(metrics['seeds'])} seeds: mean ± std, dots = seeds")
     ax.grid(axis="y", alpha=0.3)
@@ -354,16 +304,16 @@ def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
     """RUN/report.{md,html} of a multi-seed study (RUN/metrics.json, schema aggregate/1): the
     aggregate first, then the paired differences, per-class spread and links to every seed."""
     run = Path(run).resolve()
-    m = _read_json(run / "metrics.json")
+    m = upgraded(read_json(run / "metrics.json"))
     figs = run / "figures"
     figs.mkdir(exist_ok=True)
     seeds_chart(m, figs / "seeds_miou.png")
-    rows = m["arms"]
-    class_bars({a: {c: (v or {}).get("mean") for c, v in r["per_class_IoU"].items()} for a, r in rows.items()},
+    rows, label, base_arm = m["arms"], labels(m), baseline(m)
+    class_bars({a: {c: (v or {}).get("mean") for c, v in r["per_class_IoU"].items()} for a, r in rows.items()}, m,
                figs / "per_class_iou.png",
                {a: {c: (v or {}).get("std") for c, v in r["per_class_IoU"].items()} for a, r in rows.items()})
     n = len(m["seeds"])
-    ms = lambda s, k=1.0: "" if s is None else f"{k * s['mean']:.2f} ± {k * s['std']:.2f}"
+    ms = lambda s, k=1.0: "" if s is None else f"{k * s['mean']:.2f} ± {k * s['std']:.2f}"  # noqa: E731
     md = [f"# i2iuda study over {n} seeds: {run.name}", "",
           f"Seeds {', '.join(map(str, m['seeds']))}, each a whole study on the same data "
           f"({', '.join(f'[seed {s}](seed_{s}/report.html)' for s in m['seeds'])}). "
@@ -373,23 +323,22 @@ def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
           "|---|---|---|---|---|---|---|---|"]
     for name in ranked_arms(m):
         r = rows[name]
-        md.append(f"| {nice(name)} | {ms(r['mIoU'])} | {r['mIoU']['min']:.2f} – {r['mIoU']['max']:.2f} | "
+        md.append(f"| {label[name]} | {ms(r['mIoU'])} | {r['mIoU']['min']:.2f} – {r['mIoU']['max']:.2f} | "
                   f"{ms(r['PA'])} | {ms(r['MPA'])} | {ms(r['FWIoU'])} | "
-                  f"{ms(r['delta_mIoU']) if name != 'source_only' else ''} | "
-                  f"{ms(r['gap_closed'], 100) if r['kind'] not in ('source_only', 'oracle') else ''} |")
+                  f"{ms(r['delta_mIoU']) if name != base_arm else ''} | {ms(r['gap_closed'], 100)} |")
     md += ["", "## Paired differences", "",
            "Each seed trains every arm, so arms are compared seed by seed: the difference of mIoU on the same "
            "seed, then its mean and std over seeds, and the 95% confidence interval of the mean difference "
            "(Student's t). A difference whose interval holds 0, or an arm better on only some seeds, is not a "
            "result.", "",
            "| a − b | mean ± std | 95% CI | min – max | a better on |", "|---|---|---|---|---|"]
-    ci = lambda p: f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if p.get("ci95") else "–"
-    md += [f"| {nice(p['a'])} − {nice(p['b'])} | {p['mean']:+.2f} ± {p['std']:.2f} | {ci(p)} | {p['min']:+.2f} – "
+    ci = lambda p: f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]" if p.get("ci95") else "–"  # noqa: E731
+    md += [f"| {label[p['a']]} − {label[p['b']]} | {p['mean']:+.2f} ± {p['std']:.2f} | {ci(p)} | {p['min']:+.2f} – "
            f"{p['max']:+.2f} | {p['a_better']}/{p['seeds']} seeds |" for p in m["paired_mIoU"]]
     md += translation_quality(rows, lambda v, k=1.0, d=2: "" if not v else f"{k * v['mean']:.{d}f} ± {k * v['std']:.{d}f}")
     names = list(rows)
     md += ["", "## Per-class IoU", "", "![per-class IoU](figures/per_class_iou.png)", "",
-           "| class | " + " | ".join(nice(a) for a in names) + " |", "|---|" + "---|" * len(names)]
+           "| class | " + " | ".join(label[a] for a in names) + " |", "|---|" + "---|" * len(names)]
     for c in rows[names[0]]["per_class_IoU"]:
         md.append(f"| {c} | " + " | ".join(ms(rows[a]["per_class_IoU"][c]) or "n/a" for a in names) + " |")
     text = "\n".join(md) + "\n"
@@ -441,15 +390,16 @@ def compare_runs(runs: list[Path], out: Path) -> Path:
     md = ["# i2iuda: runs compared", "", "| run | arm | PA | MPA | mIoU | FWIoU | gap closed |",
           "|---|---|---|---|---|---|---|"]
     for r in runs:
-        m = json.loads((Path(r) / "metrics.json").read_text())
+        m = read_json(Path(r) / "metrics.json")
         if "arms" not in m:
             raise UserError(f"{r}/metrics.json: schema {m.get('schema')!r} is from an older i2iuda; re-run "
                             f"'i2iuda run --out {r} --from report'")
+        m = upgraded(m)
         # a multi-seed run (schema aggregate/1) shows mean ± std
-        f = lambda x, k=1: f"{k * x['mean']:.2f} ± {k * x['std']:.2f}" if isinstance(x, dict) else f"{k * x:.2f}"
+        f = lambda x, k=1: f"{k * x['mean']:.2f} ± {k * x['std']:.2f}" if isinstance(x, dict) else f"{k * x:.2f}"  # noqa: E731
         for name, v in m["arms"].items():
-            gap = f(v["gap_closed"], 100) + "%" if v["kind"] not in ("source_only", "oracle") and v["gap_closed"] is not None else ""
-            md.append(f"| {Path(r).name} | {nice(name)} | {f(v['PA'])} | {f(v['MPA'])} | {f(v['mIoU'])} | "
+            gap = f(v["gap_closed"], 100) + "%" if v["gap_closed"] is not None else ""
+            md.append(f"| {Path(r).name} | {nice(name, v['bound'])} | {f(v['PA'])} | {f(v['MPA'])} | {f(v['mIoU'])} | "
                       f"{f(v['FWIoU'])} | {gap} |")
     text = "\n".join(md) + "\n"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,23 +1,11 @@
 """The one training loop of i2iuda: translators and segmenters alike.
 
-A trainer is reduced to its step and its state:
-
-    trainer.step(batch) -> dict of losses     one optimisation step (batch already on the device);
-                                              detached scalar tensors, left on the device
-    trainer.state_dict() / load_state_dict()  what a checkpoint holds besides the loop's own state
-    trainer.end_of_epoch(epoch, step, mean_losses) -> dict   optional: validate, keep the best;
-                                              returns scalars to log
-    trainer.picture() -> HxWx3 uint8 | None   optional: a grid of the last step's images
-    trainer.describe() -> str                 one line printed at the start
-    trainer.summary() -> dict                 optional extra fields of summary.json
-    trainer.show                              loss names shown on the progress bar
-    trainer.weights_kind, trainer.weights()   optional: what inference loads, written at every
-                                              checkpoint to checkpoints/<weights_kind>.safetensors
-
-The loop owns the rest, once for every trainer: the run folder with its resolved config,
-TensorBoard and ``losses.jsonl``, the progress bar, atomic checkpoints (``last.pt``, plain data
-loaded with weights_only: see checkpoint.py) at the end of every epoch, every ``checkpoint_every``
-steps and at the end, exact resume (trainer state, RNG states, step, the running epoch's loss
+A trainer is reduced to its step and its state, the ``Trainer`` protocol below (its optional
+parts have defaults: a class that subclasses it gets them). The loop owns the rest, once for
+every trainer: the run folder with its resolved config, TensorBoard and ``losses.jsonl``, the
+progress bar, atomic checkpoints (``last.pt``, plain data loaded with weights_only: see
+checkpoint.py) at the end of every epoch, every ``checkpoint_every`` steps and at the end, exact
+resume (trainer state, the fp16 gradient scaler, RNG states, step, the running epoch's loss
 sums), one writer per run folder (runlock.py), DDP barriers, and ``summary.json``.
 """
 from __future__ import annotations
@@ -27,13 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from . import runlock
 from .checkpoint import fits, load_state, save_state, save_weights
-from .config import save_config, to_dict
+from .config import load_config, save_config, to_dict
+from .errors import UserError
 from .io import atomic_write_text, save_png, write_json
 from .progress import Bar, console
 from .runtime import Runtime, rng_state, set_rng_state
@@ -48,22 +37,44 @@ class Schedule:
     image_every: int | None = None  # steps between trainer.picture() grids (None: never)
 
 
-class Trainer:
-    """Defaults for the optional parts of a trainer (see the module docstring)."""
+@runtime_checkable
+class Trainer(Protocol):
+    """What the loop trains. ``step``, ``state_dict``, ``load_state_dict`` and ``describe`` are
+    each trainer's own; the rest have defaults here (subclass the protocol to get them)."""
 
-    show: tuple[str, ...] = ()
-    weights_kind: str | None = None
+    show: tuple[str, ...] = ()  # loss names shown on the progress bar
+    weights_kind: str | None = None  # checkpoints/<weights_kind>.safetensors: what inference loads
+
+    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One optimisation step (the batch already on the device) -> its losses, detached scalar
+        tensors left on the device (the loop syncs once per log interval)."""
+        ...
+
+    def state_dict(self) -> dict:
+        """What a checkpoint holds besides the loop's own state: tensors and plain data only."""
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
+        ...
+
+    def describe(self) -> str:
+        """One line printed at the start."""
+        ...
 
     def weights(self) -> dict[str, torch.Tensor] | None:
+        """The tensors inference needs, written at every checkpoint (None: nothing to write)."""
         return None
 
     def end_of_epoch(self, epoch: int, step: int, mean_losses: dict[str, float]) -> dict:
+        """Validate, keep the best, ...; returns scalars to log."""
         return {}
 
     def picture(self):
+        """HxWx3 uint8 grid of the last step's images, or None."""
         return None
 
     def summary(self) -> dict:
+        """Extra fields of summary.json."""
         return {}
 
 
@@ -104,7 +115,7 @@ def _logged_step(line: str) -> float:
         return float("inf")
 
 
-def train_loop(trainer: Any, make_loader: Callable[[int, int], Any], run: str | Path, cfg: Any, rt: Runtime,
+def train_loop(trainer: Trainer, make_loader: Callable[[int, int], Any], run: str | Path, cfg: Any, rt: Runtime,
                schedule: Schedule, resume: bool = False, stop_at_step: int | None = None,
                progress: bool = True, name: str = "train") -> dict:
     """Train ``trainer`` on the batches of ``make_loader(start_step, end_step)`` in ``run``.
@@ -122,6 +133,10 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
         ckpt = load_state(ckpt_path, rt.device)
         try:
             trainer.load_state_dict(ckpt["trainer"])
+            # runs from before the loop saved the scaler hold it in the trainer's state
+            scaler = ckpt["scaler"] if "scaler" in ckpt else ckpt["trainer"].get("scaler")
+            if rt.scaler and scaler:
+                rt.scaler.load_state_dict(scaler)
             set_rng_state(ckpt["rng"])
             step, elapsed = ckpt["step"], ckpt["elapsed"]
             epoch_sums = {k: torch.tensor(v, device=rt.device) for k, v in ckpt["epoch_sums"].items()}
@@ -144,7 +159,8 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
                              trainer.weights_kind, config=config, step=step)
             save_state({"step": step, "elapsed": elapsed + time.perf_counter() - t0, "config": config,
                         "epoch_sums": {k: float(v) for k, v in epoch_sums.items()}, "epoch_n": epoch_n,
-                        "rng": rng_state(), "trainer": trainer.state_dict()}, ckpt_path)
+                        "rng": rng_state(), "trainer": trainer.state_dict(),
+                        "scaler": rt.scaler.state_dict() if rt.scaler else None}, ckpt_path)
         rt.barrier()
 
     end = min(schedule.total, stop_at_step) if stop_at_step is not None else schedule.total
@@ -198,3 +214,20 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
     if rt.is_main:
         write_json(run / "summary.json", summary)
     return summary
+
+
+def resolve_run_config(cls: type, run: Path, config: str | Path | None, overrides: list[str], resume: bool):
+    """The config of a training run: its saved config when resuming (no changes allowed), else
+    defaults <- --config <- overrides, refusing to overwrite a run that is already there."""
+    run = Path(run)
+    runlock.check_free(run)  # a live process writing there: say which, before anything else
+    saved = run / "config.yaml"
+    if resume:
+        if not saved.is_file():
+            raise UserError(f"--resume: {saved} not found (nothing to resume in {run})")
+        if config or overrides:
+            raise UserError("--resume continues a run with its saved config: drop --config and overrides")
+        return load_config(cls, saved)
+    if (run / "checkpoints" / "last.pt").exists():
+        raise UserError(f"--out {run}: a run is already there; pass --resume to continue it or choose another folder")
+    return load_config(cls, config, overrides)

@@ -13,6 +13,7 @@ from ..errors import DataError
 from ..runtime import loader_workers
 from . import labels as L
 from .datasets import Index, build_index, fit_label, read_image, read_label
+from ..progress import track
 
 
 @dataclass
@@ -105,7 +106,6 @@ class _Probe(torch.utils.data.Dataset):
 
 
 def check_dataset(spec: str, workers: int = 2, progress: bool = True) -> CheckReport:
-    from ..progress import track
 
     index = build_index(spec)
     report = CheckReport(str(index.spec), len(index.samples), index.labelled, problems=list(index.problems))

@@ -42,8 +42,11 @@ import cv2
 import numpy as np
 
 from ..config import at_least, between
-from ..io import atomic_write_bytes, encode_png, save_palette_png, write_json
+from ..io import atomic_write_bytes, encode_png, save_palette_png, save_png, write_json
 from . import labels as L
+from ..progress import Bar, console
+from ..pictures import grid
+from .datasets import build_index, load_pair
 
 # trainIds used by the generator
 ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEG, TERRAIN, SKY, PERSON, RIDER, \
@@ -475,7 +478,6 @@ def _cityscapes_id_palette() -> np.ndarray:
 
 def _run_jobs(fn, jobs: list, total: int, workers: int, name: str, progress: bool) -> None:
     """Run ``fn(job)`` (-> frames written) over ``jobs`` in ``workers`` processes, with a progress bar."""
-    from ..progress import Bar
 
     ctx = mp.get_context("fork") if hasattr(__import__("os"), "fork") else mp.get_context()
     with Bar(total, name, unit="frames", show=progress) as bar:
@@ -509,7 +511,6 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
     """Write the benchmark to ``out``: resumable (finished frames are kept), a finished benchmark
     is left as it is, and one drawn with other settings is drawn again (its frames would
     otherwise be kept)."""
-    from ..progress import console
 
     out = Path(out)
     before = written_with(out)
@@ -578,9 +579,6 @@ def _write_real_size(job) -> int:
 def write_preview(root: str | Path, n: int = 4) -> Path:
     """A picture of the first ``n`` source and target frames, read back through the GTA5 and
     Cityscapes readers, each beside its label overlay: ``ROOT/preview.png``."""
-    from ..io import save_png
-    from ..pictures import grid
-    from .datasets import build_index, load_pair
 
     rows = []
     src = build_index(f"synthetic:{root}:source")

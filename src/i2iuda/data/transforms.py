@@ -103,11 +103,3 @@ def eval_transform(size: tuple[int, int] | None, resize_mask: bool = False,
         return norm(img), mask
 
     return JointTransform(pipeline)
-
-
-def denormalize(x: torch.Tensor, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)) -> np.ndarray:
-    """NCHW or CHW normalised float tensor -> NHWC/HWC uint8 numpy, for pictures."""
-    m = torch.tensor(mean, device=x.device).view(-1, 1, 1)
-    s = torch.tensor(std, device=x.device).view(-1, 1, 1)
-    y = (x.detach().float() * s + m).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return y.movedim(-3, -1).cpu().numpy()

@@ -18,13 +18,16 @@ import torch.nn.functional as nnf
 
 from ..config import at_least, between
 from ..data import labels as L
-from ..data.datasets import Index, SegmentationDataset, build_index
-from ..data.transforms import denormalize, eval_transform
-from ..errors import UserError
-from ..io import save_png
+from ..data.datasets import Index, SegmentationDataset, build_index, load_pair, read_label
+from ..data.transforms import eval_transform
+from ..errors import DataError, UserError
+from ..io import atomic_write_text, save_png, write_json
 from ..metrics import confusion_matrix, scores
 from ..progress import Bar
-from ..runtime import Runtime, loader_workers
+from ..pictures import denormalize, grid
+from ..runtime import Runtime, init_runtime, loader_workers
+from ..runlock import holding
+from .models import load_trained
 
 
 @dataclass
@@ -164,7 +167,6 @@ def frame_agreement(model: torch.nn.Module, data: str | Index, size: tuple[int, 
                     n_frames: int, batch_size: int = 16) -> list[dict]:
     """For the first ``n_frames`` frames: the pixel accuracy (%) of the model's prediction against
     the frame's labels, and the prediction (full label resolution), lowest agreement first."""
-    from ..data.datasets import load_pair
 
     index = build_index(data) if isinstance(data, str) else data
     tf = eval_transform(size)
@@ -185,7 +187,6 @@ def frame_agreement(model: torch.nn.Module, data: str | Index, size: tuple[int, 
 def _save_pictures(folder: Path, name: str, image: torch.Tensor, pred: np.ndarray, mask: np.ndarray) -> None:
     import cv2
 
-    from ..pictures import grid
 
     h, w = pred.shape
     rgb = cv2.resize(denormalize(image), (w, h), interpolation=cv2.INTER_LINEAR)
@@ -222,10 +223,6 @@ def run_eval(run: Path, data: str, out: Path, protocol: EvalProtocol = EvalProto
     """``i2iuda segment eval``: metrics.json, metrics.txt, pictures/ (and predictions/) in ``out``."""
     from dataclasses import replace
 
-    from ..io import atomic_write_text, write_json
-    from ..runtime import init_runtime
-    from ..runlock import holding
-    from .models import load_trained
 
     class_subset(protocol.classes)  # a bad subset fails before the model loads
     rt = init_runtime(device)
@@ -250,8 +247,6 @@ def evaluate_prediction_files(pred_dir: Path, gt: str, classes: str = "19") -> d
     kept or not) against a labelled data set. Every mismatch is a one-line error naming the file."""
     from PIL import Image
 
-    from ..data.datasets import read_label
-    from ..errors import DataError
 
     subset = class_subset(classes)
     index = build_index(gt)

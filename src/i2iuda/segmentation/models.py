@@ -5,7 +5,7 @@ Every model maps (N, 3, H, W) to logits (N, classes, H, W).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -13,8 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
 
-from ..config import at_least
+from ..checkpoint import fits, load_into, load_state, load_weights, older_run
+from ..config import at_least, from_dict
 from ..errors import UserError
+from ..progress import console
 
 
 @dataclass
@@ -85,8 +87,6 @@ class DeepLabV2(nn.Module):
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     if isinstance(cfg.pretrained, str):  # a local weights file: built without, then loaded
-        from dataclasses import replace
-
         model = build_model(replace(cfg, pretrained=False))
         load_backbone(model, cfg.pretrained)
         return model
@@ -190,26 +190,30 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
                             f"{len(unused)} in the file fit nowhere ({first(unused)})" if unused else "") if part))
     target.load_state_dict({k: given[k][1] for k in want if k in given}, strict=False)
     if unused:
-        from ..progress import console
-
         n = sum(not k.endswith("num_batches_tracked") for k in want)
         console.print(f"model.pretrained {path}: {n} backbone tensors loaded; {len(unused)} in the file "
                       f"left out ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})")
 
 
-def load_trained(run: str | Path, device: torch.device, which: str = "best") -> tuple[nn.Module, dict]:
-    """The model of a finished (or running) ``segment train`` run in eval mode, and its config dict:
-    ``best`` (best on source val, checkpoints/best.safetensors) or ``last`` (the training state)."""
-    from ..checkpoint import fits, load_into, load_state, load_weights, older_run
-    from ..config import from_dict
+# The weights a run is evaluated with: ``segment train`` keeps the best epoch on source val
+# (best.safetensors), ``segment adapt`` its last student (student.safetensors; best.safetensors in
+# runs made before the name said so).
+SELECTED = ("best", "student")
 
+
+def load_trained(run: str | Path, device: torch.device, which: str = "selected") -> tuple[nn.Module, dict]:
+    """The model of a finished (or running) ``segment train`` or ``segment adapt`` run in eval mode,
+    and its config dict: ``selected`` (the one it is evaluated with: SELECTED), ``teacher`` (an
+    adapt run's EMA teacher) or ``last`` (the training state's model)."""
     ckpts = Path(run) / "checkpoints"
-    if which == "best":
-        path = ckpts / "best.safetensors"
-        if not path.is_file():
+    if which != "last":
+        names = SELECTED if which == "selected" else (which,)
+        path = next((ckpts / f"{n}.safetensors" for n in names if (ckpts / f"{n}.safetensors").is_file()), None)
+        if path is None:
             if (ckpts / "best.pt").is_file():
                 raise older_run(run, "checkpoints/best.pt")
-            raise UserError(f"--run {run}: no checkpoint at {path} (train one with 'i2iuda segment train')")
+            raise UserError(f"--run {run}: no checkpoint at {ckpts / (names[0] + '.safetensors')} (train one with "
+                            f"'i2iuda segment train' or 'segment adapt')")
         tensors, meta = load_weights(path, "segmenter")
         config = meta.get("config") or {}
     else:
@@ -227,3 +231,35 @@ def load_trained(run: str | Path, device: torch.device, which: str = "best") -> 
         raise UserError(f"{path}: its config names no usable segmentation model ({e})") from None
     load_into(model, tensors, path, f"a {config['model'].get('arch')}-{config['model'].get('backbone')}")
     return model.to(device).eval(), config
+
+
+class FrozenSegmenter(nn.Module):
+    """A trained segmenter that reads a translator's frames (normalised with mean 0.5, std 0.5),
+    re-normalised to its own input normalisation, in eval mode (BatchNorm statistics frozen) with no
+    gradient to its weights: the gradient flows through it into whatever made the frames (CyCADA's
+    f, a label-cycle loss)."""
+
+    def __init__(self, net: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.net = net.eval()
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        # x01 = 0.5 * x + 0.5, then (x01 - mean) / std, as one affine map per channel
+        mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+        self.register_buffer("scale", 0.5 / std, persistent=False)
+        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
+
+    def train(self, mode: bool = True) -> "FrozenSegmenter":
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * self.scale + self.shift)
+
+
+def frozen_segmenter(run: str | Path, device: torch.device) -> FrozenSegmenter:
+    """The segmenter of a ``segment train`` run as a ``FrozenSegmenter`` on ``device``."""
+    if not run:
+        raise UserError("model.semantic > 0 needs model.semantic_model: a 'segment train' run trained on the source")
+    net, cfg = load_trained(run, device)
+    data = cfg.get("data") or {}
+    return FrozenSegmenter(net, data.get("mean", (0.5, 0.5, 0.5)), data.get("std", (0.5, 0.5, 0.5))).to(device)

@@ -32,14 +32,16 @@ Choices where the two reference codes differ or leave it open:
 - Model selection: the *student* at the end of the fixed schedule (both papers evaluate the
   student and take the last checkpoint): selecting on source val would favour the epochs that fit
   the source best, which is not what adaptation is for, and the target has no labels to select
-  with. checkpoints/best.safetensors is therefore the last epoch's student; history.json holds
-  the student's and the teacher's source-val mIoU of every epoch.
+  with. checkpoints/student.safetensors is the last epoch's student (what the run is evaluated
+  with), checkpoints/teacher.safetensors its EMA teacher; history.json holds the student's and the
+  teacher's source-val mIoU of every epoch.
 
 Rare-class sampling: f_c = class c's share of the source label pixels, P(c) = softmax((1 - f_c) / T)
 with T = 0.01; a draw picks c, then a source frame holding at least ``rcs_min_pixels`` of c (3000
-of a 1280x720 GTA5 frame in DAFormer: a fraction here, so that it scales), then re-crops it up to
-10 times until the crop holds more than ``rcs_min_crop_pixels`` of c (DAFormer: 0.5 x 3000 px of a
-512x512 crop).
+pixels of a GTA5 label file at its native 1914x1052 in DAFormer, tools/convert_datasets/gta.py:
+a fraction of the frame's pixels here, so that it scales), then re-crops it up to 10 times until
+the crop holds more than ``rcs_min_crop_pixels`` of c (DAFormer: 0.5 x 3000 px of a 512x512 crop
+of the frame resized to 1280x720).
 
 Exact resume: the student, the teacher, the optimiser, the generator of ClassMix, augmentation and
 MIC masks, and the two streams (position-based: data/sampling.py) are all in the checkpoint.
@@ -59,18 +61,19 @@ import torch.nn.functional as nnf
 from torchvision.transforms.v2 import functional as TF
 
 from ..checkpoint import save_weights
-from ..config import Range, adam_beta, at_least, between, fraction, positive, resolve_run_config, to_dict
+from ..config import Range, adam_beta, at_least, between, fraction, positive, to_dict
 from ..data.datasets import SegmentationDataset, build_index
-from ..data.labels import IGNORE, NUM_CLASSES, overlay
+from ..data.labels import CLASS_NAMES, IGNORE, NUM_CLASSES, overlay
 from ..data.sampling import Seeded, StreamSampler
-from ..data.transforms import denormalize, train_transform
+from ..data.transforms import train_transform
 from ..errors import UserError
 from ..io import atomic_write_text, write_json
-from ..pictures import grid
+from ..pictures import denormalize, grid
 from ..runtime import Runtime, init_runtime, loader_workers, unwrap
-from ..training import Schedule, train_loop
+from ..training import Schedule, resolve_run_config, train_loop
 from .evaluate import EvalProtocol, evaluate
 from .train import SegmentConfig, SegmentTrainer, labelled_source
+from ..progress import console
 
 
 @dataclass
@@ -90,7 +93,7 @@ class OnlineSettings:
     warmup: float = 0.0  # linear lr warm-up over this fraction of the steps (DAFormer 1500 of 40000)
     rare_class_sampling: bool = False  # DAFormer's RCS
     rcs_temperature: float = 0.01
-    rcs_min_pixels: float = 3000 / (1280 * 720)  # of a frame, for it to count as holding a class
+    rcs_min_pixels: float = 3000 / (1914 * 1052)  # of a frame's label pixels, for it to count as holding a class
     rcs_min_crop_pixels: float = 1500 / (512 * 512)  # of a crop, to stop re-cropping
     mic: bool = False  # MIC's masked image consistency on the target frames
     mic_ratio: float = 0.7  # share of the patches zeroed
@@ -110,8 +113,18 @@ class OnlineSettings:
 
 @dataclass
 class OnlineConfig(SegmentConfig):
+    """``segment train``'s settings (the labelled source, model, data, optimiser, schedule) plus
+    the unlabelled target and the method's settings. Self-training's ``mix`` and ``init_from``
+    belong to ``segment train``: set here they are refused."""
+
     target: str = ""  # unlabelled target frames (train split), e.g. cityscapes:/data/cityscapes:train
     online: OnlineSettings = field(default_factory=OnlineSettings)
+
+    def __post_init__(self):
+        for name in ("mix", "mix_fraction", "init_from"):
+            if getattr(self, name) != getattr(SegmentConfig, name):
+                raise ValueError(f"{name}: segment train's self-training setting; segment adapt trains on train and "
+                                 f"the unlabelled target")
 
 
 # --- the method's parts (each tested against its definition) ---------------------------------------
@@ -205,10 +218,11 @@ def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor
 # --- rare-class sampling --------------------------------------------------------------------------
 
 def class_pixels(index, workers: int = 2) -> np.ndarray:
-    """(frames, 19) pixel counts of every class in every frame's label (ignore not counted)."""
+    """(frames, 20): per frame's label at its stored size, the pixel count of every class, then
+    of the whole label (ignore included: DAFormer's threshold is a count of a native GTA5 label)."""
     ds = SegmentationDataset(index, transform=None)
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=loader_workers(workers),
-                                         collate_fn=lambda item: np.bincount(item["mask"].ravel(), minlength=256)[:NUM_CLASSES])
+    counts = lambda item: np.append(np.bincount(item["mask"].ravel(), minlength=256)[:NUM_CLASSES], item["mask"].size)  # noqa: E731
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=loader_workers(workers), collate_fn=counts)
     return np.stack(list(loader)).astype(np.int64)
 
 
@@ -258,17 +272,17 @@ def rare_class_setup(cfg: OnlineConfig, index, run: Path) -> tuple[dict, dict, d
     cache = run / "rcs_stats.json"
     names = [s.rel for s in index.samples]
     stats = json.loads(cache.read_text()) if cache.is_file() else {}
-    if stats.get("frames") != names:
+    if stats.get("frames") != names or len(stats["counts"][0]) != NUM_CLASSES + 1:  # (older caches: no frame size)
         counts = class_pixels(index, cfg.data.workers)
         stats = {"frames": names, "counts": counts.tolist()}
         run.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache, json.dumps(stats))
     counts = np.asarray(stats["counts"], dtype=np.int64)
+    counts, pixels = counts[:, :NUM_CLASSES], counts[:, NUM_CLASSES].clip(min=1)
     total = counts.sum(0)
     freq = {c: float(total[c] / max(total.sum(), 1)) for c in range(NUM_CLASSES)}
     probs = rare_class_probabilities(freq, cfg.online.rcs_temperature)
-    pixels = counts.sum(1, keepdims=True).clip(min=1)
-    frames_of = {c: np.flatnonzero(counts[:, c] / pixels[:, 0] >= cfg.online.rcs_min_pixels).tolist() for c in probs}
+    frames_of = {c: np.flatnonzero(counts[:, c] / pixels >= cfg.online.rcs_min_pixels).tolist() for c in probs}
     return freq, probs, frames_of
 
 
@@ -289,7 +303,7 @@ class Unlabelled:
 class OnlineTrainer(SegmentTrainer):
     """The student (SegmentTrainer's model, optimiser and schedule) and its EMA teacher; one DACS
     step (module docstring). At the end of each epoch the student and the teacher are validated
-    on the (translated) source val split and the student is kept as best.safetensors."""
+    on the (translated) source val split and kept as student.safetensors and teacher.safetensors."""
 
     show = ("CE", "mix", "q")
 
@@ -379,9 +393,10 @@ class OnlineTrainer(SegmentTrainer):
                              "teacher_mIoU": teacher["mIoU"]})
         self.best = student["mIoU"]
         if self.rt.is_main:  # the last student, not the best on source val (module docstring)
-            save_weights(self.run / "checkpoints" / "best.safetensors", unwrap(self.model).state_dict(), "segmenter",
-                         config=to_dict(self.cfg), epoch=epoch, step=step, selection="last",
-                         val={k: student[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")})
+            for name, net, val in (("student", unwrap(self.model), student), ("teacher", self.teacher, teacher)):
+                save_weights(self.run / "checkpoints" / f"{name}.safetensors", net.state_dict(), "segmenter",
+                             config=to_dict(self.cfg), epoch=epoch, step=step, selection="last",
+                             val={k: val[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")})
             write_json(self.run / "history.json", self.history)
         return {"val/mIoU": student["mIoU"], "val/teacher_mIoU": teacher["mIoU"]}
 
@@ -435,7 +450,7 @@ def resolve_config(run: Path, config, overrides: list[str], resume: bool) -> Onl
 def train_online(cfg: OnlineConfig, run: str | Path, resume: bool = False, stop_at_step: int | None = None,
                  progress: bool = True) -> dict:
     """Train a student with its EMA teacher on labelled ``train`` frames and unlabelled ``target``
-    frames (module docstring); an ordinary segment run folder (best.safetensors: the last student)."""
+    frames (module docstring); a segment run folder whose student.safetensors is the last student."""
     run = Path(run)
     rt = init_runtime(cfg.device, cfg.amp, cfg.channels_last)
     d = cfg.data
@@ -465,8 +480,6 @@ def train_online(cfg: OnlineConfig, run: str | Path, resume: bool = False, stop_
     schedule = Schedule(total, per_epoch, cfg.log_every, cfg.checkpoint_every,
                         image_every=per_epoch)
     if rcs is not None and rt.is_main:
-        from ..data.labels import CLASS_NAMES
-        from ..progress import console
 
         top = sorted(rcs[1].items(), key=lambda kv: -kv[1])[:5]
         console.print("rare-class sampling: " + ", ".join(f"{CLASS_NAMES[c]} {p:.2f}" for c, p in top))

@@ -37,8 +37,9 @@ from ..errors import DataError, UserError
 from ..io import save_png, write_json
 from ..progress import Bar
 from ..runlock import holding
-from ..runtime import loader_workers
+from ..runtime import init_runtime, loader_workers
 from .evaluate import EvalProtocol, predict_logits
+from .models import load_trained
 
 CAP = 0.9  # the published recipes' cap on a class's threshold
 
@@ -60,8 +61,6 @@ def predict(runs: list[str | Path], data: str, out: str | Path, protocol: EvalPr
             confidence_bits: int = 16, device: str = "auto", workers: int = 0, batch_size: int = 8,
             progress: bool = True) -> dict:
     """Write DIR/labels, DIR/confidence and DIR/about.json (module docstring); returns about."""
-    from ..runtime import init_runtime
-    from .models import load_trained
 
     if confidence_bits not in (8, 16):
         raise UserError(f"--confidence-bits {confidence_bits}: expected 8 or 16")

@@ -15,20 +15,20 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn.functional as nnf
 
-from ..config import Range, adam_beta, at_least, between, fraction, open_fraction, positive, resolve_run_config, to_dict
+from ..checkpoint import save_weights
+from ..config import Range, adam_beta, at_least, between, fraction, open_fraction, positive, to_dict
 from ..data.datasets import SegmentationDataset, build_index
+from ..data.fourier import OnTheFly
 from ..data.labels import IGNORE
 from ..data.sampling import MixedStreamSampler, Seeded
 from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
-from ..checkpoint import save_weights
 from ..io import write_json
 from ..progress import console
 from ..runtime import Runtime, init_runtime, loader_workers, unwrap
-from ..training import Schedule, Trainer, train_loop
-from ..translation import fda
+from ..training import Schedule, Trainer, resolve_run_config, train_loop
 from .evaluate import EvalProtocol, evaluate
-from .models import ModelConfig, build_model
+from .models import ModelConfig, build_model, load_trained
 
 
 @dataclass
@@ -70,7 +70,7 @@ class SegmentConfig:
     log_every: int = 20
     checkpoint_every: int = 500
     # FDA (Yang & Soatto 2020) on the fly: each training frame takes the low-frequency amplitude
-    # of a random frame of this (unlabelled) target set; "" = off. See translation/fda.py.
+    # of a random frame of this (unlabelled) target set; "" = off. See data/fourier.py.
     fda_target: str = ""
     fda_beta: float = 0.01
     # Self-training: a second labelled set (pseudo-labelled target frames, ``pseudo:DIR``) in every
@@ -105,8 +105,6 @@ class SegmentTrainer(Trainer):
         torch.manual_seed(cfg.seed)
         model = build_model(cfg.model).to(rt.device)
         if cfg.init_from:
-            from .models import load_trained
-
             model.load_state_dict(load_trained(cfg.init_from, rt.device)[0].state_dict())
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -157,16 +155,13 @@ class SegmentTrainer(Trainer):
 
     def state_dict(self) -> dict:
         return {"model": unwrap(self.model).state_dict(), "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict(), "best": self.best, "history": self.history,
-                "scaler": self.rt.scaler.state_dict() if self.rt.scaler else None}
+                "sched": self.sched.state_dict(), "best": self.best, "history": self.history}
 
     def load_state_dict(self, state: dict) -> None:
         unwrap(self.model).load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.best, self.history = state["best"], state["history"]
-        if self.rt.scaler and state.get("scaler"):
-            self.rt.scaler.load_state_dict(state["scaler"])
 
     def describe(self) -> str:
         m = self.cfg.model
@@ -188,7 +183,7 @@ def labelled_source(cfg: SegmentConfig, rt: Runtime):
     val_index = build_index(cfg.val)
     if not val_index.labelled:
         raise UserError(f"val {cfg.val}: has no labels (model selection needs a labelled source split)")
-    restyle = fda.OnTheFly(cfg.fda_target, cfg.fda_beta) if cfg.fda_target else None
+    restyle = OnTheFly(cfg.fda_target, cfg.fda_beta) if cfg.fda_target else None
     train_ds = SegmentationDataset(train_index, train_transform(aug, restyle))
     per_epoch = cfg.steps_per_epoch or max(len(train_ds) // (d.batch_size * rt.world_size), 1)
     return aug, train_index, val_index, train_ds, per_epoch

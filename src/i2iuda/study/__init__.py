@@ -2,19 +2,23 @@
 evaluated on one protocol, in one run folder. The modules, in the order of the flow:
 
     config.py       the settings (typed dataclasses, saved in RUN/config.yaml)
-    arms.py         the arms, and what each one's segmenter trains and is selected on
+    arms/           one class per arm kind (source-only, translation, offline and online
+                    self-training, the oracle), each answering for its stages, hashes, training
+                    set, metrics row and report section; ``KINDS``, the plain dict of them
+    study.py        a study resolved once: settings, run folder, data specs, arms by name
     plan.py         the stages in order, their config hashes, what each reads; RUN/stages.json
-    steps.py        what each stage does
-    diagnostics.py  the evaluate stage's pictures and scores that need models
-    results.py      RUN/metrics.json, RUN/study.json, the printed table
-    run.py          the runner: skip, redo, resume, --from, lanes
+    diagnostics.py  the evaluate stages' pictures and scores that need models
+    results.py      RUN/metrics.json, RUN/study.json, the report, the printed table
+    run.py          the runner: skip, redo, resume, --from, lanes; the data and report stages
     lanes.py        stages side by side in processes of their own
     seeds.py        one study per seed and their aggregate
 """
-from .config import SelfTrain, StudyConfig, StudyData, StudyEval, StudyTranslate
-from .results import results_table
+from .arms.self_train import SelfTrain
+from .config import StudyConfig, StudyData, StudyEval, StudyTranslate
+from .results import report, results_table
 from .run import run_study
 from .seeds import parse_seeds, run_seeds, seeds_table
+from .study import Study
 
-__all__ = ["SelfTrain", "StudyConfig", "StudyData", "StudyEval", "StudyTranslate", "parse_seeds", "results_table",
-           "run_seeds", "run_study", "seeds_table"]
+__all__ = ["SelfTrain", "Study", "StudyConfig", "StudyData", "StudyEval", "StudyTranslate", "parse_seeds", "report",
+           "results_table", "run_seeds", "run_study", "seeds_table"]

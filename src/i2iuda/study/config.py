@@ -1,15 +1,16 @@
 """The study's settings: typed dataclasses, read from the study YAML (``i2iuda run --config``)
-and saved in RUN/config.yaml. What the arms are and how they train is in arms.py."""
+and saved in RUN/config.yaml. Each arm kind's own settings live in its module (arms/)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..config import Range, at_least, open_fraction
+from ..config import at_least
 from ..data.synthetic import SynthConfig
 from ..segmentation.evaluate import EvalProtocol
-from ..segmentation.online import OnlineSettings
 from ..segmentation.train import SegmentConfig
+from .arms.online import OnlineArm
+from .arms.self_train import SelfTrain
 
 
 @dataclass
@@ -50,37 +51,6 @@ class StudyEval(EvalProtocol):
 
 
 @dataclass
-class SelfTrain:
-    """Self-training on the target (BDL, FDA): pseudo-label target train with the teachers, train a
-    new segmenter on the first teacher's training set plus the pseudo-labelled target, again for
-    each further round with the previous round's model as the teacher."""
-
-    teachers: list[str] = field(default_factory=lambda: ["cyclegan"])  # arms; several: softmax ensemble (MBT)
-    rounds: int = 2  # one arm per round: NAME_r1, NAME_r2, ...
-    percentile: float = 50.0  # per-class confidence percentile (BDL 50, FDA 66), capped at 0.9
-    mix_fraction: float = 0.5  # pseudo-labelled target frames per batch
-    warm_start: bool = False  # start from the teacher's weights instead of the same initialisation
-
-    RANGES: ClassVar[dict] = {"rounds": at_least(1), "percentile": Range(lo=0, hi=100, lo_open=True),
-                              "mix_fraction": open_fraction}
-
-
-@dataclass
-class OnlineArm(OnlineSettings):
-    """An online self-training arm (segmentation/online.py: DACS, with rare-class sampling and MIC
-    as options): a student and its EMA teacher trained on ``source``'s labelled training set (raw
-    source, or a translation arm's translated source, or FDA on the fly) and the unlabelled target
-    train frames, with the study's segment settings; the last student is evaluated."""
-
-    source: str = "source_only"  # source_only or a translation arm of this study
-    # the schedule's length in steps (None: the segment settings'; the number of epochs, i.e. of
-    # validations, stays the segment settings'): DACS trains 250k iterations, DAFormer and MIC 40k
-    steps: int | None = None
-
-    RANGES: ClassVar[dict] = {**OnlineSettings.RANGES, "steps": at_least(1)}
-
-
-@dataclass
 class StudyConfig:
     seed: int = 0
     data: StudyData = field(default_factory=StudyData)
@@ -95,7 +65,7 @@ class StudyConfig:
     eval: StudyEval = field(default_factory=StudyEval)
     workers: int = 2
     # stages side by side in this many processes, each with its share of the cores: on a few CPU
-    # cores two one-thread lanes get more done than one two-thread process (README, "Speed").
+    # cores two one-thread lanes get more done than one two-thread process (docs/speed.md).
     # Results depend on the thread count: a study keeps one setting. 1 on a GPU.
     lanes: int = 1
 

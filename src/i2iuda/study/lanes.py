@@ -4,7 +4,7 @@ cores.
 
 Why: on a few CPU cores the demo's small nets keep two cores only partly busy (convolutions on
 batch-1 64x128 frames, per-op overhead); two one-thread processes get more done than one
-two-thread process (README, "Speed"). On a GPU, leave it at one lane.
+two-thread process (docs/speed.md). On a GPU, leave it at one lane.
 
 Reproducibility: CPU results depend on the number of threads (reductions split differently), so
 with lanes > 1 *every* stage that runs a net runs in a lane with the same thread count (cores //

@@ -1,11 +1,12 @@
 """The study's plan: its stages in order, what each one depends on (its config hash: a finished
 stage whose hash changed is redone), what each one reads (``needs``: when it may start in a
-lane), and RUN/stages.json, the record of finished stages.
+lane), and RUN/stages.json, the record of finished stages. The study's own two stages are here;
+every other stage is an arm's (arms/):
 
     data              generate the built-in benchmark if absent (or check that the real folders read)
     translate:ARM     train the arm's translator                       RUN/translate/ARM/
     apply:ARM         translate source train and val at the segmenter's input size  RUN/translated/ARM/
-    segment:ARM       DeepLab for every arm, selected on (translated) source val   RUN/segment/ARM/
+    segment:ARM       every arm's segmenter                                     RUN/segment/ARM/
     pseudo:ARM        a self-training arm's pseudo-labels of target train  RUN/pseudo/ARM/
     evaluate:ARM      every arm on the target val set, and its diagnostics      RUN/eval/ARM/
     report            RUN/metrics.json, study.json, report.md and report.html (reads files only)
@@ -14,77 +15,56 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
 from pathlib import Path
 
 from ..config import to_dict
-from ..io import write_json
-from .arms import Arm, arm_named, arms, judge, specs
-from .config import StudyConfig
+from ..io import read_json, write_json
+from .arms.base import DATA, FOLDERS, REPORT, Arm, stage_name
+from .study import Study
 
 KINDS = ("data", "translate", "apply", "segment", "pseudo", "evaluate", "report")
+Stage = tuple[str, "Arm | None"]  # (kind of stage, its arm; None for the study's own)
 
 
-def stage_list(cfg: StudyConfig) -> list[tuple[str, Arm | None]]:
-    """data, translate and apply per translation arm, segment and evaluate per arm, report. An arm
-    with CyCADA's loss that uses the study's source-only model needs it first: then
-    segment:source_only comes right after data."""
-    all_arms = arms(cfg)
-    translation = [a for a in all_arms if a.kind == "translation"]
-    early = [a for a in all_arms[:1] if any(t.semantic_from_study for t in translation)]
-    plain = [a for a in all_arms if a not in early and a.kind not in ("self_train", "online")]
-    return ([("data", None)] + [("segment", a) for a in early]
-            + [(k, a) for a in translation for k in ("translate", "apply")]
-            + [("segment", a) for a in plain]
-            + [(k, a) for a in all_arms if a.kind == "self_train" for k in ("pseudo", "segment")]
-            + [("segment", a) for a in all_arms if a.kind == "online"]
-            + [("evaluate", a) for a in all_arms] + [("report", None)])
+def stage_list(study: Study) -> list[Stage]:
+    """Every arm's stages between data and report, sorted by phase (stably: arms in their order);
+    a stage that another needs at an earlier phase goes just before it (the study's source-only
+    segmenter before the translators when CyCADA's loss reads it)."""
+    listed = [("data", None, DATA)] + [(k, a, p) for a in study.arms.values() for k, p in a.stages()]
+    listed.append(("report", None, REPORT))
+    phase = {stage_name(k, a): p for k, a, p in listed}
+    for k, a, p in listed[1:-1]:
+        for n in needs(study, k, a) - {"data"}:
+            if phase[n] > p:
+                phase[n] = p - 0.5
+    return [(k, a) for k, a, _ in sorted(listed, key=lambda s: phase[stage_name(s[0], s[1])])]
 
 
-def stage_name(kind: str, arm: Arm | None) -> str:
-    return kind if arm is None else f"{kind}:{arm.name}"
-
-
-def stage_config(cfg: StudyConfig, kind: str, arm: Arm | None) -> dict:
+def stage_config(study: Study, kind: str, arm: Arm | None) -> dict:
     """What a stage depends on: its hash decides whether a finished stage is still valid."""
-    base = {"seed": cfg.seed, "data": specs(cfg)}
     if kind == "data":
-        return {"seed": cfg.seed, "data": to_dict(cfg.data)}
+        return {"seed": study.cfg.seed, "data": to_dict(study.cfg.data)}
     if kind == "report":
-        return {"all": to_dict(cfg)}
-    if arm.kind == "self_train":  # what the teachers depend on, the recipe and the round
-        teachers = [stage_config(cfg, "segment", arm_named(cfg, t)) for t in arm.teachers]
-        pseudo = {**base, "teachers": teachers, "self_train": to_dict(arm.self_train), "arm": arm.kind}
-        if kind == "pseudo":
-            return pseudo
-        if kind == "segment":
-            return {**pseudo, "base": stage_config(cfg, "segment", arm_named(cfg, arm.base))}
-        return {**pseudo, "base": stage_config(cfg, "segment", arm_named(cfg, arm.base)), "eval": to_dict(cfg.eval)}
-    if arm.kind == "online":  # the source arm's segment stage and the method's settings
-        segment = {**stage_config(cfg, "segment", arm_named(cfg, arm.base)), "arm": arm.kind,
-                   "online": to_dict(arm.online)}
-        return segment if kind == "segment" else {**segment, "eval": _eval_settings(cfg)}
-    translate = {"translate": to_dict(arm.translate), "size": cfg.segment.data.size} if arm.translate else {}
-    if arm.semantic_from_study:  # f is the study's source-only model: its stage is part of this one
-        translate["semantic_from"] = stage_config(cfg, "segment", arms(cfg)[0])
-    if kind in ("translate", "apply"):
-        return {**base, **translate}
-    segment = {**base, **translate, "segment": to_dict(cfg.segment), "arm": arm.kind}
-    if kind == "segment":
-        return segment
-    # evaluate: the arm's segmenter, the protocol, and the judge of the failure gallery and the
-    # FCN-score
-    scored = arm.kind != "oracle"
-    judged = {"judge": stage_config(cfg, "segment", Arm(judge(cfg), judge(cfg))), "scores": 1} if scored else {}
-    return {**segment, "eval": _eval_settings(cfg), **judged}
+        return {"all": to_dict(study.cfg)}
+    return arm.stage_config(kind)
 
 
-def _eval_settings(cfg: StudyConfig) -> dict:
-    """The evaluation protocol; KID/FID (eval.kid_fid) only where they are computed, so that studies
-    run before they existed stay valid."""
-    ev = to_dict(cfg.eval)
-    if not ev.get("kid_fid"):
-        ev.pop("kid_fid", None)
-    return ev
+def needs(study: Study, kind: str, arm: Arm | None) -> set[str]:
+    """The stages whose outputs a stage reads (what decides when it may start in a lane)."""
+    if kind == "data":
+        return set()
+    if kind == "report":
+        return {stage_name(k, a) for k, a in stage_list(study)} - {"report"}
+    return arm.needs(kind)
+
+
+def stage_folder(study: Study, kind: str, arm: Arm | None) -> Path | None:
+    """Where a stage writes: RUN/<folder>/ARM for an arm's, RUN/figures for the report's; the data
+    stage nowhere inside RUN."""
+    if arm is not None:
+        return arm.folder(kind)
+    return study.run / "figures" if kind == "report" else None
 
 
 # Features added after studies were run, by their switch and its off value: while a feature is off,
@@ -94,13 +74,24 @@ ADDED_FEATURES = {"semantic": 0.0, "mix": "", "init_from": "", "encoder_depth": 
                   "lanes": 1, "random_crop": None, "source_gap": 2.0, "online": {}, "steps": None, "target_size": None}
 
 
+# Defaults changed after studies were run, of a setting that does nothing while its feature's switch
+# is off: setting -> (switch, new default, old default); hashed at the old default while the switch
+# is off, so that finished stages stay valid. (rcs_min_pixels: 3000 px of a 1280x720 frame until it
+# followed DAFormer's count, of a native 1914x1052 GTA5 label.)
+CHANGED_DEFAULTS = {"rcs_min_pixels": ("rare_class_sampling", 3000 / (1914 * 1052), 3000 / (1280 * 720))}
+
+
 def _without_features_off(obj):
     if isinstance(obj, list):
         return [_without_features_off(v) for v in obj]
     if not isinstance(obj, dict):
         return obj
     off = [k for k, v in ADDED_FEATURES.items() if k in obj and obj[k] == v]
-    return {k: _without_features_off(v) for k, v in obj.items() if not any(k.startswith(f) for f in off)}
+    obj = {k: _without_features_off(v) for k, v in obj.items() if not any(k.startswith(f) for f in off)}
+    for key, (switch, new, old) in CHANGED_DEFAULTS.items():
+        if obj.get(switch) is False and obj.get(key) == new:
+            obj[key] = old
+    return obj
 
 
 def stage_hash(obj) -> str:
@@ -113,7 +104,7 @@ class Stages:
 
     def __init__(self, run: Path):
         self.path = run / "stages.json"
-        self.state = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.state = read_json(self.path, {})
 
     def done(self, stage: str, h: str) -> bool:
         return self.state.get(stage, {}).get("hash") == h
@@ -122,8 +113,6 @@ class Stages:
         return stage in self.state
 
     def mark(self, stage: str, h: str, seconds: float, peak: float | None = None) -> None:
-        import resource
-
         # the memory high-water mark so far (Linux: KiB) of the process that ran the stage (the
         # study's, or its lane's), data loader workers apart
         peak = peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -134,29 +123,3 @@ class Stages:
         for s in names:
             self.state.pop(s, None)
         write_json(self.path, self.state)
-
-
-def needs(cfg: StudyConfig, kind: str, arm: Arm | None) -> set[str]:
-    """The stages whose outputs a stage reads (what decides when it may start in a lane)."""
-    if kind == "data":
-        return set()
-    if kind == "report":
-        return {stage_name(k, a) for k, a in stage_list(cfg)} - {"report"}
-    if kind == "translate":
-        early = {stage_name("segment", arms(cfg)[0])} if arm.semantic_from_study else set()
-        return {"data"} | early
-    if kind == "apply":
-        return {stage_name("translate", arm)}
-    if kind == "pseudo":
-        teachers = [arm_named(cfg, t) for t in arm.teachers]
-        return {n for t in teachers for n in {stage_name("segment", t)} | needs(cfg, "segment", t)}
-    if kind == "segment":
-        if arm.kind == "self_train":
-            return {stage_name("pseudo", arm)} | needs(cfg, "segment", arm_named(cfg, arm.base))
-        if arm.kind == "online":
-            return needs(cfg, "segment", arm_named(cfg, arm.base))
-        return {"data"} | ({stage_name("apply", arm)} if arm.kind == "translation" else set())
-    # evaluate: the arm's segmenter, the judge of its failure gallery, its pseudo-labels
-    judged = {stage_name("segment", arm_named(cfg, judge(cfg)))} if arm.kind not in ("oracle", "online") else set()
-    pseudo = {stage_name("pseudo", arm)} if arm.kind == "self_train" else set()
-    return {stage_name("segment", arm)} | needs(cfg, "segment", arm) | judged | pseudo

@@ -4,25 +4,24 @@ stages after it that depend on it), an interrupted training stage resumes, ``--f
 redoes a stage (or the first of a kind) and everything after it."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import yaml
-
 from ..config import save_config, to_dict
-from ..data.synthetic import drawn_by, written_with
+from ..data.datasets import build_index
+from ..data.synthetic import drawn_by, generate, written_with
 from ..errors import UserError
+from ..io import read_json, read_yaml, write_json
 from ..progress import console
-from ..runlock import holding
-from .arms import Arm, stage_dir
+from ..runlock import holding, inherit
 from .config import StudyConfig
 from .lanes import Job, run_in_lanes
-from .plan import KINDS, Stages, needs, stage_config, stage_hash, stage_list, stage_name
-from .steps import run_stage
+from .plan import KINDS, Stages, needs, stage_config, stage_folder, stage_hash, stage_list, stage_name
+from .results import collect_metrics, manifest, report
+from .study import Study
 
 
 def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, stop_after: str | None = None,
@@ -42,16 +41,17 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
     if cfg.lanes > 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError(f"lanes={cfg.lanes} under torchrun: the ranks would each start their own lanes; "
                         f"set lanes=1 (a GPU gets nothing from lanes)")
-    todo = stage_list(cfg)
+    study = Study.resolve(cfg, run)
+    todo = stage_list(study)
     names = [stage_name(k, a) for k, a in todo]
     for option, value in (("--from", from_stage), ("--stop-after", stop_after)):
         if value is not None and value not in names and value not in KINDS:
             raise UserError(f"{option} {value!r}: expected a stage ({', '.join(names)}) or a kind ({', '.join(KINDS)})")
     run.mkdir(parents=True, exist_ok=True)
     stages = Stages(run)
-    if not from_stage and stages.recorded("data") and not stages.done("data", stage_hash(stage_config(cfg, "data", None))):
+    if not from_stage and stages.recorded("data") and not stages.done("data", stage_hash(stage_config(study, "data", None))):
         # other data (or the same data at another path): every finished stage would be deleted and redone
-        ran = yaml.safe_load((run / "config.yaml").read_text()).get("data", {}) if (run / "config.yaml").exists() else {}
+        ran = (read_yaml(run / "config.yaml", None) or {}).get("data", {})
         now = to_dict(cfg.data)
         what = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in _differences(ran, now, "data").items())
         raise UserError(f"{run}: its data settings changed since its stages ran ({what or 'data'}); every finished "
@@ -68,13 +68,13 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
         first = next(i for i, n in enumerate(names) if n == from_stage or n.split(":")[0] == from_stage)
         stages.forget(names[first:])
         for kind, arm in todo[first:]:
-            if (d := stage_dir(run, kind, arm)) is not None:
+            if (d := stage_folder(study, kind, arm)) is not None:
                 shutil.rmtree(d, ignore_errors=True)
     last = max((i for i, n in enumerate(names) if stop_after in (n, n.split(":")[0])), default=len(names))
     jobs = []
     for (kind, arm), name in zip(todo[:last + 1], names[:last + 1]):
-        h = stage_hash(stage_config(cfg, kind, arm))
-        folder = stage_dir(run, kind, arm)
+        h = stage_hash(stage_config(study, kind, arm))
+        folder = stage_folder(study, kind, arm)
         if stages.done(name, h) and (folder is None or folder.exists()):  # a deleted folder is redone
             console.print(f"[dim]stage {name}: done, skipped[/dim]")
         else:
@@ -83,8 +83,8 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
                 shutil.rmtree(folder)
                 stages.forget([name])
             todo_before = {j.name for j in jobs}  # a stage needs only earlier ones; done ones are done
-            jobs.append(Job(name, needs(cfg, kind, arm) & todo_before, (kind, arm, cfg, run),
-                            in_lane=kind not in ("data", "report"), hash=h))
+            jobs.append(Job(name, needs(study, kind, arm) & todo_before, (study, kind, arm and arm.name),
+                            in_lane=arm is not None, hash=h))
     if cfg.lanes > 1:
         run_in_lanes(jobs, cfg.lanes, _lane_stage, lambda *args: run_stage(*args, progress),
                      lambda job, seconds, peak: stages.mark(job.name, job.hash, seconds, peak))
@@ -94,8 +94,27 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
             t0 = time.perf_counter()
             run_stage(*job.args, progress)
             stages.mark(job.name, job.hash, time.perf_counter() - t0)
-    metrics = run / "metrics.json"
-    return json.loads(metrics.read_text()) if metrics.exists() else {}
+    return read_json(run / "metrics.json", {})
+
+
+def run_stage(study: Study, kind: str, arm: str | None, progress: bool) -> None:
+    """One stage: the study's own (data, report) or an arm's (by its name)."""
+    if arm is not None:
+        study.arms[arm].run(kind, progress)
+    elif kind == "data":
+        cfg = study.cfg
+        if cfg.data.synthetic_root:
+            generate(cfg.data.synthetic_root, cfg.data.synthetic, progress=progress)
+        for key, spec in study.specs.items():
+            index = build_index(spec)
+            for p in index.problems:
+                console.print(f"[yellow]{key}: {p}[/yellow]")
+            if key != "target_train" and not index.labelled:
+                raise UserError(f"data.{key} {spec}: has no labels")
+    elif kind == "report":
+        write_json(study.run / "metrics.json", collect_metrics(study))
+        write_json(study.run / "study.json", manifest(study))
+        report(study.run)
 
 
 def _differences(a, b, where: str) -> dict:
@@ -108,10 +127,8 @@ def _differences(a, b, where: str) -> dict:
     return {} if a == b else {where: (a, b)}
 
 
-def _lane_stage(kind: str, arm: Arm | None, cfg: StudyConfig, run: Path) -> None:
+def _lane_stage(study: Study, kind: str, arm: str | None) -> None:
     """One stage in a lane process (lanes.py), inside the folder its parent study holds. No
     progress bar: two lanes would draw over each other; the training logs print rate and ETA."""
-    from ..runlock import inherit
-
-    inherit(run)
-    run_stage(kind, arm, cfg, run, progress=False)
+    inherit(study.run)
+    run_stage(study, kind, arm, progress=False)

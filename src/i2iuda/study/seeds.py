@@ -11,9 +11,11 @@ data, and writes the aggregate:
                                        FWIoU, delta_mIoU (arm - source-only) and gap_closed
                                        (a fraction); std is the sample standard deviation (ddof 1)
         arms.ARM.per_class_IoU.CLASS   the same summary per class (None where a class is n/a)
-        arms.ARM.translation.KEY       the same summary of each translation score (KID, FID,
-                                       fcn_score_mIoU, ...), of failure_agreement and of
-                                       translator_seconds, where the seeds have them
+        arms.ARM.KEY                   the same summary of every other number of the arm's rows
+                                       (failure_agreement, translator_seconds, ...) and of each
+                                       number in its blocks (translation: KID, FID, fcn_score_mIoU;
+                                       pseudo_labels; online), where every seed has them; a block's
+                                       other values (N, thresholds, names) are the first seed's
         paired_mIoU                    for every pair of arms (not the oracle), the *paired*
                                        difference a - b over seeds: {a, b, mean, std, min, max,
                                        values, a_better, seeds, ci95}; a is the arm with the higher
@@ -28,18 +30,18 @@ data set (``data.synthetic.seed``) stays the same, so the spread is training noi
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..io import read_json, write_json
+from ..progress import console
+from ..report import ranked_arms, upgraded, write_seeds_report
+from ..runlock import holding
 from .config import StudyConfig
 from .run import run_study
-from ..io import write_json
-from ..progress import console
-from ..runlock import holding
 
 AGGREGATE_SCHEMA = "i2iuda.study.aggregate/1"
 METRICS = ("PA", "MPA", "mIoU", "FWIoU", "delta_mIoU", "gap_closed")
@@ -83,8 +85,29 @@ def summary(values: list) -> dict | None:
             "min": float(v.min()), "max": float(v.max()), "values": values}
 
 
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def summarised(per: list[dict], done: set[str]) -> dict:
+    """The rest of an arm's rows over seeds, whatever its kind put in them: each number every
+    seed has, summarised; each block (a mapping: translation scores, pseudo-labels, ...) every
+    seed has, its numbers summarised and its other values (N, lists, names) as the first seed's."""
+    out = {}
+    for k, v in per[0].items():
+        if k in done or not all(k in p for p in per):
+            continue
+        if is_number(v) or v is None:
+            out[k] = summary([p[k] for p in per])
+        elif isinstance(v, dict):
+            out[k] = {kk: summary([p[k].get(kk) for p in per]) if all(is_number(p[k].get(kk)) or p[k].get(kk) is None
+                                                                      for p in per) else vv for kk, vv in v.items()}
+    return out
+
+
 def aggregate(per_seed: dict[int, dict]) -> dict:
     """The aggregate metrics (module docstring) of the studies' metrics.json files, by seed."""
+    per_seed = {s: upgraded(m) for s, m in per_seed.items()}
     seeds = sorted(per_seed)
     arms = list(per_seed[seeds[0]]["arms"])
     for s in seeds:
@@ -93,23 +116,11 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
     rows = {}
     for a in arms:
         per = [per_seed[s]["arms"][a] for s in seeds]
-        rows[a] = {"kind": per[0]["kind"], "method": per[0].get("method"),
+        rows[a] = {"kind": per[0]["kind"], "bound": per[0]["bound"], "method": per[0].get("method"),
                    **{m: summary([p[m] for p in per]) for m in METRICS},
                    "per_class_IoU": {c: summary([p["per_class_IoU"][c] for p in per]) for c in per[0]["per_class_IoU"]}}
-        if all("translation" in p for p in per):
-            rows[a]["translation"] = {k: summary([p["translation"].get(k) for p in per])
-                                      for k in per[0]["translation"] if k not in ("N", "KID_std")}
-            rows[a]["translation"]["N"] = per[0]["translation"].get("N")
-        if all("pseudo_labels" in p for p in per):
-            rows[a]["pseudo_labels"] = {k: summary([p["pseudo_labels"][k] for p in per])
-                                        for k in ("kept_fraction", "precision", "coverage")}
-        if all("online" in p for p in per):
-            rows[a]["online"] = {k: summary([p["online"][k] for p in per])
-                                 for k in ("confidence_weight", "student_source_val_mIoU", "teacher_source_val_mIoU")}
-        for k in ("failure_agreement", "translator_seconds"):
-            if all(k in p for p in per):
-                rows[a][k] = summary([p[k] for p in per])
-    ranking = sorted((a for a in arms if a != "oracle"), key=lambda a: -rows[a]["mIoU"]["mean"])
+        rows[a].update(summarised(per, set(rows[a])))
+    ranking = sorted((a for a in arms if rows[a]["bound"] != "upper"), key=lambda a: -rows[a]["mIoU"]["mean"])
     paired = []
     for i, a in enumerate(ranking):
         for b in ranking[i + 1:]:
@@ -133,25 +144,22 @@ def run_seeds(cfg: StudyConfig, run: str | Path, seeds: list[int], from_stage: s
             run_study(replace(cfg, seed=s), run / f"seed_{s}", from_stage, stop_after, progress)
         if stop_after is not None:
             return {}
-        metrics = aggregate({s: json.loads((run / f"seed_{s}" / "metrics.json").read_text()) for s in seeds})
+        metrics = aggregate({s: read_json(run / f"seed_{s}" / "metrics.json") for s in seeds})
         write_json(run / "metrics.json", metrics)
-        from ..report import write_seeds_report
-
         write_seeds_report(run)
         return metrics
 
 
 def seeds_table(metrics: dict) -> str:
     """The aggregate as text: mean ± std per arm, then the paired differences."""
+    metrics = upgraded(metrics)
     n = len(metrics["seeds"])
     rows = [f"{n} seeds {metrics['seeds']}: mean ± std (sample std over seeds)",
             f"{'arm':24s} {'mIoU':>14s} {'min-max':>13s} {'gap closed':>16s}"]
-    from ..report import ranked_arms
-
     for name in ranked_arms(metrics):
         r = metrics["arms"][name]
         m, g = r["mIoU"], r["gap_closed"]
-        gap = f"{100 * g['mean']:5.1f} ± {100 * g['std']:4.1f}%" if g and r["kind"] not in ("source_only", "oracle") else ""
+        gap = f"{100 * g['mean']:5.1f} ± {100 * g['std']:4.1f}%" if g else ""
         rows.append(f"{name:24s} {m['mean']:6.2f} ± {m['std']:5.2f} {m['min']:6.2f}-{m['max']:<6.2f} {gap:>16s}")
     rows.append("paired mIoU differences (a - b over the same seeds):")
     for p in metrics["paired_mIoU"]:

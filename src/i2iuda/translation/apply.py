@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from ..data.datasets import Index, SegmentationDataset, build_index, parse_spec, read_image
-from ..data.transforms import denormalize, eval_transform
+from ..data.transforms import eval_transform
 from ..errors import UserError
 from ..io import atomic_write_bytes, encode_png, save_palette_png
-from ..pictures import tensor_rows
+from ..pictures import denormalize, tensor_rows
 from ..progress import Bar
 from ..runlock import holding
 from ..runtime import loader_workers

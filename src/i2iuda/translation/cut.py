@@ -1,6 +1,6 @@
 """CUT and FastCUT (Park, Efros, Zhang, Zhu, ECCV 2020): contrastive unpaired translation.
 
-One generator G: S -> T and one PatchGAN D (the CycleGAN ones, cyclegan.py), no inverse and no
+One generator G: S -> T and one PatchGAN D (the CycleGAN ones, gan.py), no inverse and no
 cycle. What ties the output to the input is PatchNCE: a patch of G(x) must be closer to the
 patch of x at the same place than to x's patches elsewhere, in the feature space of G's own
 encoder plus a small MLP head H_l per layer (paper, eq. 2 and 4):
@@ -49,14 +49,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
 
-from ..config import adam_beta, at_least, between, from_dict, positive
+from ..config import adam_beta, at_least, between, positive
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
-from .base import Translator, lr_factor, scheduled_step
-from .cyclegan import (Discriminator, Generator, init_weights, lsgan_loss, pad_and_run, patch_size,
-                       set_requires_grad)
-
-TRAINS = True
+from .base import Translator
+from .gan import (Discriminator, Generator, distributed, init_weights, lsgan_loss, pad_and_run, patch_size, schedulers,
+                  set_requires_grad)
 
 MODES = {  # the reference's --CUT_mode defaults: (lambda_nce, nce_idt, flip_equivariance)
     "cut": (1.0, True, False),
@@ -69,7 +67,7 @@ class CUTConfig:
     mode: Literal["cut", "fastcut"] = "cut"
     ngf: int = 64
     ndf: int = 64
-    d_layers: int = 3  # PatchGAN depth: 3 -> 70x70 patches, 2 -> 34x34, 1 -> 16x16 (see cyclegan.py)
+    d_layers: int = 3  # PatchGAN depth: 3 -> 70x70 patches, 2 -> 34x34, 1 -> 16x16 (see gan.py)
     n_blocks: int = 9
     lambda_gan: float = 1.0
     # None: the mode's value (cut: 1.0, on, off; fastcut: 10.0, off, on); filled in when loaded
@@ -96,8 +94,6 @@ class CUTConfig:
         self.nce_idt = idt if self.nce_idt is None else self.nce_idt
         self.flip_equivariance = flip if self.flip_equivariance is None else self.flip_equivariance
 
-
-Config = CUTConfig
 
 
 # --- PatchNCE -----------------------------------------------------------------------------------
@@ -221,6 +217,10 @@ class CUT(Translator):
     """G with its heads (possibly DDP-wrapped), D, three Adam optimisers and their schedulers,
     and the generator that draws flips and patch locations; for inference only ``gen_h``."""
 
+    Config: ClassVar[type] = CUTConfig
+    TRAINS: ClassVar[bool] = True
+    show: ClassVar[tuple[str, ...]] = ("G_total", "NCE", "D")
+
     cfg: CUTConfig
     gen_h: nn.Module  # NCEGenerator, or DDP(NCEGenerator)
     D: nn.Module | None = None
@@ -232,17 +232,74 @@ class CUT(Translator):
     rt: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu")))
     last: tuple | None = None
 
-    show = ("G_total", "NCE", "D")
+    @classmethod
+    def build(cls, tcfg, rt: Runtime, total_steps: int, training: bool = True, judge: nn.Module | None = None) -> "CUT":
+        """Nets and heads built before the optimisers, on ``rt``'s device, DDP-wrapped under
+        torchrun, lr constant then decayed per step. CUT has no semantic loss: ``judge`` is unused."""
+        cfg = tcfg.model
+        torch.manual_seed(tcfg.seed)
+        gen_h = NCEGenerator(cfg)
+        init_weights(gen_h, kind="xavier")
+        gen_h.to(rt.device)
+        if not training:
+            return cls(cfg, gen_h, rt=rt)
+        D = Discriminator(cfg.ndf, cfg.d_layers)
+        init_weights(D, kind="xavier")
+        D.to(rt.device)
+        if rt.channels_last:
+            gen_h.to(memory_format=torch.channels_last)
+            D.to(memory_format=torch.channels_last)
+        betas = (cfg.beta1, cfg.beta2)
+        opts = [torch.optim.Adam(p, lr=cfg.lr, betas=betas) for p in (gen_h.G.parameters(), gen_h.H.parameters(),
+                                                                      D.parameters())]
+        # flips and patch locations: their own generator (saved in checkpoints), one stream per rank
+        rng = torch.Generator().manual_seed(10_007 * tcfg.seed + 101 * rt.rank + 1)
+        return cls(cfg, distributed(gen_h, rt), distributed(D, rt), *opts, scheds=schedulers(opts, tcfg, total_steps),
+                   rng=rng, rt=rt)
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:
-        return scheduled_step(self, train_step, batch)
+        """One step as in the reference: G's forward, D's step on the detached G(x), then G's and
+        the heads' step on L_GAN + PatchNCE against the updated D, then the lr schedulers ->
+        losses, detached."""
+        real_s, real_t = batch["source"], batch["target"]
+        c, D = self.cfg, unwrap(self.D)
+        flipped = bool(c.flip_equivariance) and bool(torch.rand((), generator=self.rng) < 0.5)
+        with self.rt.autocast():
+            out = self.gen_h(real_s, real_t, flipped, self.rng)
+        # 1. D: real target frames vs G(source), halved as in the reference; one forward of both
+        #    (instance norm is per image), so that a DDP-wrapped D sees one forward per backward
+        set_requires_grad(D, True)
+        n = real_t.shape[0]
+        with self.rt.autocast():
+            scores = self.D(torch.cat([real_t, out["fake_t"].detach()]))
+            loss_d = 0.5 * (lsgan_loss(scores[:n], True) + lsgan_loss(scores[n:], False))
+        self.opt_d.zero_grad(set_to_none=True)
+        self.rt.backward(loss_d)
+        self.rt.step(self.opt_d, last=False)
+        # 2. G and H: fool the updated D, keep the content (PatchNCE; with the identity term, the
+        #    mean of the two as in the reference)
+        set_requires_grad(D, False)
+        with self.rt.autocast():
+            loss = {"G_gan": lsgan_loss(D(out["fake_t"]), True)}
+        terms = [out[k] for k in ("nce_x", "nce_y") if k in out]
+        nce = c.lambda_nce * sum(terms) / len(terms) if terms else torch.zeros((), device=real_s.device)
+        loss_g = c.lambda_gan * loss["G_gan"] + nce
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_h.zero_grad(set_to_none=True)
+        self.rt.backward(loss_g)
+        self.rt.step(self.opt_g, self.opt_h)
+        set_requires_grad(D, True)
+        for s in self.scheds:
+            s.step()
+        loss.update({k: out[k] for k in ("nce_x", "nce_y") if k in out}, NCE=nce, D=loss_d, G_total=loss_g)
+        self.last = ({k: v.detach() for k, v in out.items() if k in ("fake_t", "idt_t")}, real_s, real_t)
+        return {k: v.detach() for k, v in loss.items()}
 
     def state_dict(self) -> dict:
         return {"gen_h": unwrap(self.gen_h).state_dict(), "D": unwrap(self.D).state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_h": self.opt_h.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "sched": [s.state_dict() for s in self.scheds], "rng": self.rng.get_state(),
-                "scaler": self.rt.scaler.state_dict() if self.rt.scaler else None}
+                "sched": [s.state_dict() for s in self.scheds], "rng": self.rng.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         unwrap(self.gen_h).load_state_dict(state["gen_h"])
@@ -252,8 +309,6 @@ class CUT(Translator):
         for s, sd in zip(self.scheds, state["sched"]):
             s.load_state_dict(sd)
         self.rng.set_state(state["rng"].cpu())
-        if self.rt.scaler and state.get("scaler"):
-            self.rt.scaler.load_state_dict(state["scaler"])
 
     def weights(self) -> dict[str, torch.Tensor]:  # inference needs G only
         return unwrap(self.gen_h).G.state_dict()
@@ -292,67 +347,3 @@ class CUT(Translator):
     def eval(self) -> "CUT":
         self.gen_h.eval()
         return self
-
-
-def build(tcfg, rt: Runtime, total_steps: int, training: bool = True) -> CUT:
-    """The method's entry point (see base.py): nets and heads built before the optimisers, on
-    ``rt``'s device, DDP-wrapped under torchrun, lr constant then decayed per step."""
-    cfg = from_dict(Config, tcfg.model, "model")
-    torch.manual_seed(tcfg.seed)
-    gen_h = NCEGenerator(cfg)
-    init_weights(gen_h, kind="xavier")
-    gen_h.to(rt.device)
-    if not training:
-        return CUT(cfg, gen_h, rt=rt)
-    D = Discriminator(cfg.ndf, cfg.d_layers)
-    init_weights(D, kind="xavier")
-    D.to(rt.device)
-    if rt.channels_last:
-        gen_h.to(memory_format=torch.channels_last)
-        D.to(memory_format=torch.channels_last)
-    betas = (cfg.beta1, cfg.beta2)
-    opts = [torch.optim.Adam(p, lr=cfg.lr, betas=betas) for p in (gen_h.G.parameters(), gen_h.H.parameters(), D.parameters())]
-    if rt.distributed:
-        ddp = dict(device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-        gen_h = torch.nn.parallel.DistributedDataParallel(gen_h, **ddp)
-        D = torch.nn.parallel.DistributedDataParallel(D, **ddp)
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total_steps, tcfg.decay_start, tcfg.lr_decay))
-              for o in opts]
-    # flips and patch locations: their own generator (saved in checkpoints), one stream per rank
-    rng = torch.Generator().manual_seed(10_007 * tcfg.seed + 101 * rt.rank + 1)
-    return CUT(cfg, gen_h, D, *opts, scheds=scheds, rng=rng, rt=rt)
-
-
-def train_step(m: CUT, real_s: torch.Tensor, real_t: torch.Tensor, autocast) -> tuple[dict, dict]:
-    """One step as in the reference: G's forward, D's step on the detached G(x), then G's and the
-    heads' step on L_GAN + PatchNCE against the updated D -> (losses, outputs), detached."""
-    c, D = m.cfg, unwrap(m.D)
-    flipped = bool(c.flip_equivariance) and bool(torch.rand((), generator=m.rng) < 0.5)
-    with autocast:
-        out = m.gen_h(real_s, real_t, flipped, m.rng)
-    # 1. D: real target frames vs G(source), halved as in the reference; one forward of both
-    #    (instance norm is per image), so that a DDP-wrapped D sees one forward per backward
-    set_requires_grad(D, True)
-    n = real_t.shape[0]
-    with autocast:
-        scores = m.D(torch.cat([real_t, out["fake_t"].detach()]))
-        loss_d = 0.5 * (lsgan_loss(scores[:n], True) + lsgan_loss(scores[n:], False))
-    m.opt_d.zero_grad(set_to_none=True)
-    m.rt.backward(loss_d)
-    m.rt.step(m.opt_d, last=False)
-    # 2. G and H: fool the updated D, keep the content (PatchNCE; with the identity term, the
-    #    mean of the two as in the reference)
-    set_requires_grad(D, False)
-    with autocast:
-        loss = {"G_gan": lsgan_loss(D(out["fake_t"]), True)}
-    terms = [out[k] for k in ("nce_x", "nce_y") if k in out]
-    nce = c.lambda_nce * sum(terms) / len(terms) if terms else torch.zeros((), device=real_s.device)
-    loss_g = c.lambda_gan * loss["G_gan"] + nce
-    m.opt_g.zero_grad(set_to_none=True)
-    m.opt_h.zero_grad(set_to_none=True)
-    m.rt.backward(loss_g)
-    m.rt.step(m.opt_g, m.opt_h)
-    set_requires_grad(D, True)
-    loss.update({k: out[k] for k in ("nce_x", "nce_y") if k in out}, NCE=nce, D=loss_d, G_total=loss_g)
-    return ({k: v.detach() for k, v in loss.items()},
-            {k: v.detach() for k, v in out.items() if k in ("fake_t", "idt_t")})

@@ -10,7 +10,8 @@ in a frame before and after translation,
     L_sem = CE(f(G(x_s)), argmax f(x_s)) + CE(f(F(x_t)), argmax f(x_t))
 
 so that G cannot turn a bus into a brown box that reads as building. f is in eval mode with
-no gradient to its weights; the gradient flows through it into G and F.
+no gradient to its weights; the gradient flows through it into G and F. The caller loads f (the
+``semantic_model`` run) and passes it in: a translator knows no segmentation code.
 
 Differences from the seed report, on purpose: the discriminators end in a plain 1-channel
 convolution with **no sigmoid**, because the least-squares GAN loss the paper uses is an MSE
@@ -20,20 +21,20 @@ and weakens the gradients).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
 
-from ..config import adam_beta, at_least, between, from_dict, positive
+from ..config import adam_beta, at_least, between, positive
+from ..errors import UserError
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
-from .base import Translator, lr_factor, scheduled_step
-
-TRAINS = True
+from .base import Translator
+from .gan import (Discriminator, Generator, distributed, init_weights, lsgan_loss, pad_and_run, patch_size, schedulers,
+                  set_requires_grad)
 
 
 @dataclass
@@ -53,7 +54,8 @@ class CycleGANConfig:
     beta2: float = 0.999
     pool_size: int = 50  # history of generated images shown to the discriminators
     # CyCADA's semantic consistency loss (weight; 0 = off, the paper's weight is 1). f is the
-    # ``segment train`` run in ``semantic_model`` (in a study: the study's source-only model).
+    # ``segment train`` run in ``semantic_model`` (in a study: the study's source-only model),
+    # which the caller loads and passes to ``build``.
     semantic: float = 0.0
     semantic_model: str = ""
     # What G(x_s) must be segmented as: ``pseudo`` = argmax f(x_s), the paper's equation and the
@@ -67,97 +69,7 @@ class CycleGANConfig:
                               "pool_size": at_least(0), "semantic": at_least(0)}
 
 
-Config = CycleGANConfig  # the name every method module gives its settings (see base.py)
-
-
-# --- networks -----------------------------------------------------------------------------------
-
-class ResnetBlock(nn.Module):
-    """R_k: two 3x3 convolutions with reflection padding and instance norm, plus the input."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.block = nn.Sequential(
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim), nn.ReLU(True),
-            nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3), nn.InstanceNorm2d(dim),
-        )
-
-    def forward(self, x):
-        return x + self.block(x)
-
-
-class Generator(nn.Module):
-    """c7s1-64, d128, d256, R256 x n_blocks, u128, u64, c7s1-3, tanh (paper, appendix 7.2).
-
-    Convolutions keep their biases (instance norm has no affine parameters), as in the
-    reference implementation: 11.378 M parameters at ngf=64 with 9 blocks.
-    """
-
-    def __init__(self, ngf: int = 64, n_blocks: int = 9):
-        super().__init__()
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
-        for mult in (1, 2):  # d128, d256
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
-                       nn.InstanceNorm2d(ngf * mult * 2), nn.ReLU(True)]
-        layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
-        for mult in (4, 2):  # u128, u64: fractionally-strided convolutions
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(ngf * mult // 2), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.model(x)
-
-
-class Discriminator(nn.Module):
-    """70x70 PatchGAN: C64-C128-C256-C512 (4x4 convs, stride 2 except the last, no norm on
-    C64, LeakyReLU 0.2), then a 1-channel 4x4 convolution. 2.765 M parameters at ndf=64.
-
-    ``n_layers`` strided layers before the last two convolutions set the patch size, as in
-    pix2pix: 3 -> 70x70 (the paper's), 2 -> 34x34, 1 -> 16x16."""
-
-    def __init__(self, ndf: int = 64, n_layers: int = 3):
-        super().__init__()
-        if n_layers < 1:
-            raise ValueError(f"PatchGAN needs n_layers >= 1, got {n_layers}")
-        layers = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
-        widths = [ndf * min(2 ** i, 8) for i in range(n_layers + 1)]
-        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
-            stride = 1 if i == n_layers - 1 else 2
-            layers += [nn.Conv2d(cin, cout, 4, stride, 1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, True)]
-        layers += [nn.Conv2d(widths[-1], 1, 4, 1, 1)]
-        self.model = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.model(x)
-
-
-def patch_size(n_layers: int) -> int:
-    """Receptive field of one PatchGAN score: n_layers stride-2 4x4 convs, then two stride-1."""
-    return 9 * 2 ** n_layers - 2
-
-
-def init_weights(net: nn.Module, gain: float = 0.02, kind: str = "normal") -> None:
-    """Zero biases and N(0, gain) weights (``normal``: CycleGAN's reference) or Xavier-normal
-    weights with that gain (``xavier``: CUT's reference), for convolutions and linear layers."""
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            if kind == "xavier":
-                nn.init.xavier_normal_(m.weight, gain)
-            else:
-                nn.init.normal_(m.weight, 0.0, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-
-
-# --- losses and the image pool ------------------------------------------------------------------
-
-def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
-    """Least-squares GAN loss: mean (D(x) - 1)^2 for real, mean D(x)^2 for fake."""
-    target = torch.ones_like(scores) if real else torch.zeros_like(scores)
-    return nnf.mse_loss(scores.float(), target.float())
-
+# --- the image pool --------------------------------------------------------------------------
 
 class ImagePool:
     """History of generated images (Shrivastava et al. 2017): once full, each new image is, with
@@ -235,39 +147,7 @@ class Discriminators(nn.Module):
         return {"D_T": loss_t, "D_S": loss_s}
 
 
-class SemanticJudge(nn.Module):
-    """CyCADA's f: a trained segmenter, frozen, that reads translator frames. Translator frames are
-    normalised with mean 0.5, std 0.5; they are re-normalised to the segmenter's own input
-    normalisation (its data.mean/std) before f sees them."""
-
-    def __init__(self, net: nn.Module, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
-        super().__init__()
-        self.net = net.eval()
-        set_requires_grad(self.net, False)
-        # x01 = 0.5 * x + 0.5, then (x01 - mean) / std, as one affine map per channel
-        mean, std = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
-        self.register_buffer("scale", 0.5 / std, persistent=False)
-        self.register_buffer("shift", (0.5 - mean) / std, persistent=False)
-
-    def train(self, mode: bool = True) -> "SemanticJudge":
-        return super().train(False)  # f stays in eval mode (BatchNorm statistics frozen)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * self.scale + self.shift)
-
-
-def load_judge(run: str, device: torch.device) -> SemanticJudge:
-    from ..errors import UserError
-    from ..segmentation.models import load_trained
-
-    if not run:
-        raise UserError("model.semantic > 0 needs model.semantic_model: a 'segment train' run trained on the source")
-    net, cfg = load_trained(run, device)
-    data = cfg.get("data") or {}
-    return SemanticJudge(net, data.get("mean", (0.5, 0.5, 0.5)), data.get("std", (0.5, 0.5, 0.5))).to(device)
-
-
-def semantic_loss(f: SemanticJudge, real_s, real_t, fake_t, fake_s, labels_s=None) -> dict[str, torch.Tensor]:
+def semantic_loss(f: nn.Module, real_s, real_t, fake_t, fake_s, labels_s=None) -> dict[str, torch.Tensor]:
     """CyCADA's L_sem: f must see the same classes after translation as before (argmax f of the
     untranslated frame, or the source labels for S -> T when given; 255 = ignore)."""
     with torch.no_grad():
@@ -277,15 +157,15 @@ def semantic_loss(f: SemanticJudge, real_s, real_t, fake_t, fake_s, labels_s=Non
             "sem_t": nnf.cross_entropy(f(fake_s).float(), target_t, ignore_index=255)}
 
 
-def set_requires_grad(net: nn.Module, flag: bool) -> None:
-    for p in net.parameters():
-        p.requires_grad_(flag)
-
-
 @dataclass
 class CycleGAN(Translator):
     """The four nets (possibly DDP-wrapped), their two Adam optimisers and schedulers, and the
     image pools; for inference only ``gens`` is built (the rest is None)."""
+
+    Config: ClassVar[type] = CycleGANConfig
+    TRAINS: ClassVar[bool] = True
+    directions: ClassVar[tuple[str, ...]] = ("s2t", "t2s")
+    show: ClassVar[tuple[str, ...]] = ("G_total", "D_T", "D_S")
 
     cfg: CycleGANConfig
     gens: nn.Module  # Generators, or DDP(Generators)
@@ -297,21 +177,93 @@ class CycleGAN(Translator):
     scheds: list = field(default_factory=list)
     rt: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu")))
     last: tuple | None = None  # (generator outputs, real_s, real_t) of the last step, for pictures
-    f: SemanticJudge | None = None  # CyCADA's frozen source segmenter (semantic > 0)
+    f: nn.Module | None = None  # CyCADA's frozen source segmenter (semantic > 0)
 
-    show = ("G_total", "D_T", "D_S")
-    directions = ("s2t", "t2s")
+    @classmethod
+    def build(cls, tcfg, rt: Runtime, total_steps: int, training: bool = True,
+              judge: nn.Module | None = None) -> "CycleGAN":
+        """Nets on ``rt``'s device, DDP-wrapped under torchrun, lr constant then decayed per step
+        (``tcfg.lr_decay`` from ``tcfg.decay_start``); ``judge``: CyCADA's f, frozen, reading
+        translator frames (segmentation.models.frozen_segmenter)."""
+        cfg = tcfg.model
+        m = build_cyclegan(cfg, rt.device, tcfg.seed, rt.channels_last, training)
+        m.rt = rt
+        if not training:
+            return m
+        if cfg.semantic:
+            if judge is None:
+                raise UserError("model.semantic > 0 needs model.semantic_model: a 'segment train' run trained on "
+                                "the source, whose segmenter judges the translated frames")
+            m.f = judge.to(rt.device)
+        m.gens, m.discs = distributed(m.gens, rt), distributed(m.discs, rt)
+        m.scheds = schedulers((m.opt_g, m.opt_d), tcfg, total_steps)
+        return m
+
+    @classmethod
+    def judge_run(cls, model: CycleGANConfig) -> str | None:
+        return model.semantic_model if model.semantic else None
+
+    @classmethod
+    def with_judge_run(cls, model: CycleGANConfig, run: str) -> CycleGANConfig:
+        return replace(model, semantic_model=run)
+
+    @classmethod
+    def source_labels(cls, model: CycleGANConfig) -> bool:
+        return bool(model.semantic) and model.semantic_targets == "labels"
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:
-        return scheduled_step(self, partial(train_step, labels_s=batch.get("source_label")), batch)
+        """One step of the paper's alternating optimisation -> losses, detached and left on the
+        device (no host sync).
+
+        Every generator output is computed once and reused: with gradients for G/F's loss,
+        detached (through the pools) for the discriminators'. Both optimisers step at the end
+        (the discriminators' loss reads only detached fakes, so G's update cannot change it), which
+        lets one fp16 gradient scaler serve both; then the lr schedulers step.
+        """
+        real_s, real_t = batch["source"], batch["target"]
+        discs, lam = unwrap(self.discs), self.cfg.lambda_cycle
+        # 1. generators: fool both discriminators, and cycle back to the input.
+        set_requires_grad(discs, False)  # D gets no gradients from G's loss
+        with self.rt.autocast():
+            out = self.gens(real_s, real_t)
+            loss = {
+                "G_gan": lsgan_loss(discs.D_T(out["fake_t"]), True),
+                "F_gan": lsgan_loss(discs.D_S(out["fake_s"]), True),
+                "cycle_s": nnf.l1_loss(out["rec_s"].float(), real_s.float()) * lam,
+                "cycle_t": nnf.l1_loss(out["rec_t"].float(), real_t.float()) * lam,
+            }
+            if self.cfg.identity:
+                loss["idt_t"] = nnf.l1_loss(out["idt_t"].float(), real_t.float()) * lam * 0.5
+                loss["idt_s"] = nnf.l1_loss(out["idt_s"].float(), real_s.float()) * lam * 0.5
+            if self.cfg.semantic:
+                labels = batch.get("source_label") if self.cfg.semantic_targets == "labels" else None
+                sem = semantic_loss(self.f, real_s, real_t, out["fake_t"], out["fake_s"], labels)
+                loss.update({k: v * self.cfg.semantic for k, v in sem.items()})
+        loss_g = sum(loss.values())
+        self.opt_g.zero_grad(set_to_none=True)
+        self.rt.backward(loss_g)
+        # 2. discriminators: real vs. (pooled, detached) generated images.
+        set_requires_grad(discs, True)
+        fake_t = self.pool_t.query(out["fake_t"])
+        fake_s = self.pool_s.query(out["fake_s"])
+        with self.rt.autocast():
+            loss_d = self.discs(real_s, fake_s, real_t, fake_t)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.rt.backward(loss_d["D_T"] + loss_d["D_S"])
+        self.rt.step(self.opt_g, self.opt_d)
+        for s in self.scheds:
+            s.step()
+        loss.update(loss_d)
+        loss["G_total"] = loss_g
+        self.last = ({k: v.detach() for k, v in out.items()}, real_s, real_t)
+        return {k: v.detach() for k, v in loss.items()}
 
     def state_dict(self) -> dict:
         return {"gens": unwrap(self.gens).state_dict(), "discs": unwrap(self.discs).state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "sched": [s.state_dict() for s in self.scheds], "pool_s": self.pool_s.state_dict(),
-                "pool_t": self.pool_t.state_dict(),
-                "scaler": self.rt.scaler.state_dict() if self.rt.scaler else None}
+                "pool_t": self.pool_t.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         unwrap(self.gens).load_state_dict(state["gens"])
@@ -322,8 +274,6 @@ class CycleGAN(Translator):
             s.load_state_dict(sd)
         self.pool_s.load_state_dict(state["pool_s"], self.rt.device)
         self.pool_t.load_state_dict(state["pool_t"], self.rt.device)
-        if self.rt.scaler and state.get("scaler"):
-            self.rt.scaler.load_state_dict(state["scaler"])
 
     def weights(self) -> dict[str, torch.Tensor]:  # inference needs G and F only
         return unwrap(self.gens).state_dict()
@@ -368,6 +318,7 @@ class CycleGAN(Translator):
 
 def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, channels_last: bool = False,
                    training: bool = True) -> CycleGAN:
+    """The nets (initialised as the reference), their optimisers and the pools, on one device."""
     torch.manual_seed(seed)
     gens = Generators(cfg)
     discs = Discriminators(cfg) if training else None
@@ -384,79 +335,3 @@ def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, cha
                     torch.optim.Adam(gens.parameters(), lr=cfg.lr, betas=betas),
                     torch.optim.Adam(discs.parameters(), lr=cfg.lr, betas=betas),
                     ImagePool(cfg.pool_size, seed + 1), ImagePool(cfg.pool_size, seed + 2), rt=rt)
-
-
-def build(tcfg, rt: Runtime, total_steps: int, training: bool = True) -> CycleGAN:
-    """The method's entry point (see base.py): nets on ``rt``'s device, DDP-wrapped under torchrun,
-    lr constant then decayed per step (``tcfg.lr_decay`` from ``tcfg.decay_start``)."""
-    cfg = from_dict(Config, tcfg.model, "model")
-    m = build_cyclegan(cfg, rt.device, tcfg.seed, rt.channels_last, training)
-    m.rt = rt
-    if not training:
-        return m
-    if cfg.semantic:
-        m.f = load_judge(cfg.semantic_model, rt.device)
-    if rt.distributed:
-        ddp = dict(device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-        m.gens = torch.nn.parallel.DistributedDataParallel(m.gens, **ddp)
-        m.discs = torch.nn.parallel.DistributedDataParallel(m.discs, **ddp)
-    m.scheds = [torch.optim.lr_scheduler.LambdaLR(
-        o, lambda s: lr_factor(s, total_steps, tcfg.decay_start, tcfg.lr_decay)) for o in (m.opt_g, m.opt_d)]
-    return m
-
-
-def train_step(m: CycleGAN, real_s: torch.Tensor, real_t: torch.Tensor, autocast,
-               labels_s: torch.Tensor | None = None) -> tuple[dict, dict]:
-    """One step of the paper's alternating optimisation -> (losses, generator outputs), detached
-    and left on the device (no host sync).
-
-    Every generator output is computed once and reused: with gradients for G/F's loss,
-    detached (through the pools) for the discriminators'. Both optimisers step at the end
-    (the discriminators' loss reads only detached fakes, so G's update cannot change it), which
-    lets one fp16 gradient scaler serve both.
-    """
-    discs = unwrap(m.discs)
-    lam = m.cfg.lambda_cycle
-    # 1. generators: fool both discriminators, and cycle back to the input.
-    set_requires_grad(discs, False)  # D gets no gradients from G's loss
-    with autocast:
-        out = m.gens(real_s, real_t)
-        loss = {
-            "G_gan": lsgan_loss(discs.D_T(out["fake_t"]), True),
-            "F_gan": lsgan_loss(discs.D_S(out["fake_s"]), True),
-            "cycle_s": nnf.l1_loss(out["rec_s"].float(), real_s.float()) * lam,
-            "cycle_t": nnf.l1_loss(out["rec_t"].float(), real_t.float()) * lam,
-        }
-        if m.cfg.identity:
-            loss["idt_t"] = nnf.l1_loss(out["idt_t"].float(), real_t.float()) * lam * 0.5
-            loss["idt_s"] = nnf.l1_loss(out["idt_s"].float(), real_s.float()) * lam * 0.5
-        if m.cfg.semantic:
-            labels = labels_s if m.cfg.semantic_targets == "labels" else None
-            sem = semantic_loss(m.f, real_s, real_t, out["fake_t"], out["fake_s"], labels)
-            loss.update({k: v * m.cfg.semantic for k, v in sem.items()})
-    loss_g = sum(loss.values())
-    m.opt_g.zero_grad(set_to_none=True)
-    m.rt.backward(loss_g)
-    # 2. discriminators: real vs. (pooled, detached) generated images.
-    set_requires_grad(discs, True)
-    fake_t = m.pool_t.query(out["fake_t"])
-    fake_s = m.pool_s.query(out["fake_s"])
-    with autocast:
-        loss_d = m.discs(real_s, fake_s, real_t, fake_t)
-    m.opt_d.zero_grad(set_to_none=True)
-    m.rt.backward(loss_d["D_T"] + loss_d["D_S"])
-    m.rt.step(m.opt_g, m.opt_d)
-    loss.update(loss_d)
-    loss["G_total"] = loss_g
-    return {k: v.detach() for k, v in loss.items()}, {k: v.detach() for k, v in out.items()}
-
-
-@torch.no_grad()
-def pad_and_run(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Fully convolutional: pad (reflect) to a multiple of 4 (two stride-2 stages), run, crop back."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % 4, (-w) % 4
-    if ph or pw:
-        x = nnf.pad(x, (0, pw, 0, ph), mode="reflect")
-    return net(x)[..., :h, :w]
-

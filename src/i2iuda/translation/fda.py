@@ -1,77 +1,30 @@
-"""FDA: Fourier Domain Adaptation (Yang & Soatto, CVPR 2020). No network, nothing to train.
+"""FDA: Fourier Domain Adaptation (Yang & Soatto, CVPR 2020) as a translator. No network, nothing
+to train: a source frame takes a target frame's low-frequency amplitude (the image operation and
+its definition: data/fourier.py, where segmenter training applies it on the fly, the paper's way).
 
-A source image takes a target image's *amplitude* at low frequencies and keeps its own
-*phase*:
-
-    x_{s->t} = F^{-1}( [ M_b . |F(x_t)| + (1 - M_b) . |F(x_s)| ] . exp(i . angle F(x_s)) )
-
-with F the 2-D FFT per channel and M_b the low-frequency window: the frequencies with
-|k_y| <= b and |k_x| <= b of the centred (shifted) spectrum, b = floor(min(H, W) . beta)
-(the paper's L = beta; its values 0.01, 0.05, 0.09). The output is the real part of the
-inverse FFT.
-
-On the definition: the reference code has two versions that differ. Its numpy one swaps a
-centred (2b+1)^2 window, which contains the DC term even at b = 0 (so b = 0 swaps the mean
-colour); its torch one swaps four asymmetric corner blocks of the unshifted spectrum, so the
-mixed spectrum is not Hermitian-symmetric and the inverse is real only because ``irfft`` drops
-the imaginary part. We use the symmetric window above (integer frequencies from ``fftfreq``,
-which is the same set as the shifted spectrum's centre window): the mixed spectrum stays
-Hermitian, the output is real up to float error for odd and even sizes, and b = 0 swaps exactly
-the per-channel mean.
-
-Images are 0..255 (after the geometric augmentations, before blur and normalisation); the
-result is not clipped during segmenter training (as in the paper); offline outputs
-(``translate apply``) are clipped to 0..255 when written as PNGs.
+Offline outputs (``translate apply``) are clipped to 0..255 when written as PNGs.
 """
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as TF
 
-from ..config import between, from_dict
-from ..data.datasets import build_index, read_image
+from ..config import between
+from ..data.fourier import TargetFrames, band, fda_source_to_target
 from ..runtime import Runtime
 from .base import Translator
 
-TRAINS = False
-
 
 @dataclass
-class Config:
+class FDAConfig:
     beta: float = 0.01  # the window's half-size as a fraction of min(H, W): b = floor(min(H, W) * beta)
 
     # above 0.5 the window covers the whole spectrum: the frame would become the target frame
     RANGES: ClassVar[dict] = {"beta": between(0, 0.5)}
-
-
-def band(h: int, w: int, beta: float) -> int:
-    """b, the half-size of the low-frequency window, for an HxW image (0 swaps the mean alone)."""
-    return int(math.floor(min(h, w) * beta))
-
-
-def low_frequency_window(h: int, w: int, b: int, device=None) -> torch.Tensor:
-    """HxW bool mask of the frequencies |k_y| <= b and |k_x| <= b, in the FFT's unshifted order."""
-    ky = torch.fft.fftfreq(h, 1 / h, device=device).abs() <= b
-    kx = torch.fft.fftfreq(w, 1 / w, device=device).abs() <= b
-    return ky[:, None] & kx[None, :]
-
-
-def fda_source_to_target(src: torch.Tensor, trg: torch.Tensor, beta: float) -> torch.Tensor:
-    """(..., C, H, W) source and target images of one size (0..255 floats) -> the source with the
-    target's low-frequency amplitude (float64 FFT; the input's dtype out)."""
-    h, w = src.shape[-2:]
-    if trg.shape[-2:] != (h, w):
-        raise ValueError(f"FDA needs images of one size, got {tuple(src.shape[-2:])} and {tuple(trg.shape[-2:])}")
-    f_s, f_t = torch.fft.fft2(src.double()), torch.fft.fft2(trg.double())
-    window = low_frequency_window(h, w, band(h, w, beta), src.device)
-    amplitude = torch.where(window, f_t.abs(), f_s.abs())
-    return torch.fft.ifft2(torch.polar(amplitude, f_s.angle())).real.to(src.dtype)
 
 
 def _to_255(x: torch.Tensor) -> torch.Tensor:  # normalised [-1, 1] frames (mean = std = 0.5) -> 0..255
@@ -82,38 +35,38 @@ def _from_255(x: torch.Tensor) -> torch.Tensor:
     return x / 255 * 2 - 1
 
 
-class TargetFrames:
-    """The target set's frames, read on demand and resized to the image they restyle."""
-
-    def __init__(self, spec: str):
-        self.paths = [s.image for s in build_index(spec).samples]
-
-    def get(self, i: int, size: tuple[int, int]) -> torch.Tensor:
-        img = torch.from_numpy(read_image(self.paths[i])).permute(2, 0, 1)
-        return TF.resize(img, list(size), antialias=True).float()
-
-
-class OnTheFly:
-    """FDA inside segmenter training (the paper's way): each source frame, after its geometric
-    augmentation, takes the amplitude of a random target frame resized to the crop. The draw
-    uses torch's RNG, which the sample stream seeds per sample position (data/sampling.py), so
-    a resumed run draws the same target frames."""
-
-    def __init__(self, target: str, beta: float):
-        self.targets, self.beta = TargetFrames(target), beta
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        t = int(torch.randint(len(self.targets.paths), ()))
-        return fda_source_to_target(img.float(), self.targets.get(t, tuple(img.shape[-2:])), self.beta)
-
-
 class FDA(Translator):
     """FDA as a translator for ``translate apply``, samples and the study: source frame ``name``
     takes the amplitude of target frame number ``hash(seed, name)``, whatever the batching."""
 
-    def __init__(self, cfg: Config, target: str, seed: int, rt: Runtime):
+    Config: ClassVar[type] = FDAConfig
+    TRAINS: ClassVar[bool] = False
+
+    def __init__(self, cfg: FDAConfig, target: str, seed: int, rt: Runtime):
         self.cfg, self.seed, self.rt = cfg, seed, rt
         self.targets = TargetFrames(target)
+
+    @classmethod
+    def build(cls, tcfg, rt: Runtime, total_steps: int = 0, training: bool = True, judge=None) -> "FDA":
+        return cls(tcfg.model, tcfg.target, tcfg.seed, rt)
+
+    @classmethod
+    def on_the_fly(cls, tcfg) -> dict:
+        """The study trains an FDA arm's segmenter with FDA on the fly against the target train set."""
+        return {"fda_target": tcfg.target, "fda_beta": tcfg.model.beta}
+
+    # nothing to train: the loop never runs it (``translate train`` writes the settings it uses)
+    def step(self, batch: dict) -> dict:
+        raise RuntimeError("FDA trains nothing")
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def inference_module(self) -> None:
+        return None
 
     def pick(self, name: str) -> int:
         return int(np.random.default_rng([self.seed, zlib.crc32(name.encode())]).integers(len(self.targets.paths)))
@@ -130,12 +83,3 @@ class FDA(Translator):
     def describe(self, size: tuple[int, int] | None = None) -> str:
         at = f": b = {band(*size, self.cfg.beta)} at {size[0]}x{size[1]}" if size else ""
         return f"FDA beta={self.cfg.beta:g} (band b = floor(min(H, W) * beta){at})"
-
-
-def build(tcfg, rt: Runtime, total_steps: int = 0, training: bool = True) -> FDA:
-    return FDA(from_dict(Config, tcfg.model, "model"), tcfg.target, tcfg.seed, rt)
-
-
-def segment_on_the_fly(tcfg) -> dict:
-    """The study trains an FDA arm's segmenter with FDA on the fly against the target train set."""
-    return {"fda_target": tcfg.target, "fda_beta": from_dict(Config, tcfg.model, "model").beta}

@@ -1,15 +1,16 @@
-"""The translation methods, by name: a plain dict (see base.py for what a method module holds)."""
+"""The translation methods, by name: a plain dict of classes behind one protocol (base.py)."""
 from __future__ import annotations
 
-from types import ModuleType
-
 from ..errors import UserError
-from . import cut, cyclegan, fda
+from .base import Translator
+from .cut import CUT
+from .cyclegan import CycleGAN
+from .fda import FDA
 
-METHODS: dict[str, ModuleType] = {"cyclegan": cyclegan, "cut": cut, "fda": fda}
+METHODS: dict[str, type[Translator]] = {"cyclegan": CycleGAN, "cut": CUT, "fda": FDA}
 
 
-def method(name: str) -> ModuleType:
+def method(name: str) -> type[Translator]:
     if name not in METHODS:
         raise UserError(f"method {name!r}: expected one of {', '.join(METHODS)}")
     return METHODS[name]

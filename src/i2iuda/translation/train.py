@@ -1,6 +1,7 @@
 """``i2iuda translate train``: train a translator source -> target in a run folder, with the
-one training loop (training.py). The method (``method: cyclegan`` or ``fda``, methods.py) and its
-settings (``model:``, typed by the method's Config) are part of the config.
+one training loop (training.py). The method (``method: cyclegan``, ``cut`` or ``fda``, methods.py) and
+its settings (``model:``, typed by the method's Config when the config is loaded) are part of the
+config.
 
 RUN/config.yaml         the resolved config (method settings included)
 RUN/tb/, losses.jsonl   every loss and the learning rate (TensorBoard, and one JSON line per log)
@@ -21,8 +22,8 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from ..checkpoint import load_into, load_weights, older_run
-from ..config import at_least, fraction, from_dict, resolve_run_config, to_dict
+from ..checkpoint import fits, load_into, load_state, load_weights, older_run, save_weights
+from ..config import at_least, fraction, from_dict, load_config, to_dict
 from ..data.datasets import SegmentationDataset, build_index
 from ..data.sampling import Seeded, StreamSampler
 from ..data.transforms import AugmentConfig, train_transform
@@ -30,7 +31,7 @@ from ..errors import UserError
 from ..io import write_json, write_yaml
 from ..runlock import holding
 from ..runtime import init_runtime, loader_workers
-from ..training import Schedule, train_loop
+from ..training import Schedule, resolve_run_config, train_loop
 from .methods import method
 
 
@@ -53,7 +54,9 @@ class TranslateConfig:
     method: str = "cyclegan"  # a key of translation.methods.METHODS
     source: str = ""  # data spec, e.g. gta5:/data/GTA5:train,limit=3000,seed=0
     target: str = ""  # e.g. cityscapes:/data/cityscapes:train,limit=3000,seed=0
-    model: dict[str, Any] = field(default_factory=dict)  # the method's settings (its Config; defaults filled in)
+    # the method's settings: an instance of its Config, typed from a mapping when the config is
+    # loaded (``typed``), its defaults filled in
+    model: Any = None
     data: TranslateData = field(default_factory=TranslateData)
     epochs: int = 200
     steps_per_epoch: int | None = None  # None: max(|S|, |T|) // (batch * processes)
@@ -71,15 +74,16 @@ class TranslateConfig:
                               "seed": at_least(0), "log_every": at_least(1), "image_every": at_least(1),
                               "checkpoint_every": at_least(1)}
 
-
-def with_method_defaults(cfg: TranslateConfig, where: str = "") -> TranslateConfig:
-    """``model`` checked against the method's Config and completed with its defaults."""
-    where = f"{where}.model" if where else "model"
-    return replace(cfg, model=to_dict(from_dict(method(cfg.method).Config, cfg.model, where)))
+    def typed(self, where: str = "config") -> TranslateConfig:
+        """``model`` as the method's Config (a mapping checked against it, its defaults filled in)."""
+        settings = method(self.method).Config
+        if isinstance(self.model, settings):
+            return self
+        return replace(self, model=from_dict(settings, dict(self.model or {}), f"{where}.model"))
 
 
 def resolve_config(run: Path, config: str | Path | None, overrides: list[str], resume: bool) -> TranslateConfig:
-    cfg = with_method_defaults(resolve_run_config(TranslateConfig, run, config, overrides, resume))
+    cfg = resolve_run_config(TranslateConfig, run, config, overrides, resume)
     h, w = cfg.data.random_crop or cfg.data.size
     if h % 4 or w % 4:
         raise UserError(f"data.size={h}x{w}: both sides of the frames trained on must be divisible by 4 "
@@ -117,19 +121,19 @@ def translator_data(cfg: TranslateConfig) -> UnpairedDataset:
             raise UserError(f"data.random_crop={list(crop)}: (H, W) within data.size={list(cfg.data.size)}, both "
                             "divisible by 4 (two stride-2 stages)")
     tf = train_transform(AugmentConfig(size=tuple(cfg.data.size), crop=crop, hflip=cfg.data.hflip))
-    model = cfg.model
-    source_labels = bool(model.get("semantic")) and model.get("semantic_targets") == "labels"
+    source_labels = method(cfg.method).source_labels(cfg.model)
     source = SegmentationDataset(build_index(cfg.source), tf, with_labels=source_labels)
     target = SegmentationDataset(build_index(cfg.target), tf, with_labels=False)
     return UnpairedDataset(source, target)
 
 
-def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False,
-                     stop_at_step: int | None = None, progress: bool = True) -> dict:
+def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False, stop_at_step: int | None = None,
+                     progress: bool = True, judge: torch.nn.Module | None = None) -> dict:
     """Train (or resume) a translator run. ``stop_at_step`` ends early after a checkpoint (for
-    tests and time-boxed runs); the run can be resumed later. Returns the summary."""
+    tests and time-boxed runs); the run can be resumed later. ``judge``: the frozen segmenter of a
+    semantic loss (CyCADA's f), loaded by the caller. Returns the summary."""
     run = Path(run)
-    cfg = with_method_defaults(cfg)
+    cfg = cfg.typed()
     rt = init_runtime(cfg.device, cfg.amp, cfg.channels_last)
     m = method(cfg.method)
     if not m.TRAINS:
@@ -144,7 +148,7 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
     data = translator_data(cfg)
     per_epoch = cfg.steps_per_epoch or max(len(data) // (cfg.data.batch_size * rt.world_size), 1)
     total = cfg.epochs * per_epoch
-    translator = m.build(cfg, rt, total)
+    translator = m.build(cfg, rt, total, judge=judge)
 
     def make_loader(start: int, end: int):
         sampler = StreamSampler(len(data), cfg.data.batch_size, cfg.seed, start, end, rt.rank, rt.world_size)
@@ -159,12 +163,10 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
 
 def load_translator(run: str | Path, device: str = "auto", amp: str = "none"):
     """-> (translator ready for inference, its TranslateConfig) from a ``translate train`` run."""
-    from ..config import load_config
-
     run = Path(run)
     if not (run / "config.yaml").is_file():
         raise UserError(f"--run {run}: no config.yaml (not a 'i2iuda translate train' run folder)")
-    cfg = with_method_defaults(load_config(TranslateConfig, run / "config.yaml"))
+    cfg = load_config(TranslateConfig, run / "config.yaml")
     rt = init_runtime(device, amp)
     m = method(cfg.method)
     translator = m.build(cfg, rt, 0, training=False)
@@ -185,11 +187,8 @@ def load_translator(run: str | Path, device: str = "auto", amp: str = "none"):
 def export_weights(run: str | Path) -> Path:
     """Write RUN/checkpoints/translator.safetensors from RUN/checkpoints/last.pt (for runs made
     before the weights file existed; ``i2iuda checkpoint convert`` calls it)."""
-    from ..checkpoint import fits, load_state, save_weights
-    from ..config import load_config
-
     run = Path(run)
-    cfg = with_method_defaults(load_config(TranslateConfig, run / "config.yaml"))
+    cfg = load_config(TranslateConfig, run / "config.yaml")
     translator = method(cfg.method).build(cfg, init_runtime("cpu"), 1)
     path = run / "checkpoints" / "last.pt"
     state = load_state(path)
