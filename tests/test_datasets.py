@@ -197,3 +197,50 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     assert r.returncode != 0 and "Traceback" in r.stderr
     r = run_cli("synth", "--out", str(tmp_path), "--size", "big")
     assert r.returncode == 2 and "--size 'big'" in r.stderr
+
+
+def test_16_bit_frames_are_read_at_their_depth_and_wider_ones_refused(tmp_path):
+    """A 16-bit grey frame read by a plain RGB conversion clips to white: it is read at its depth
+    (its high byte), as PIL reads 16-bit colour; 32-bit integer and float frames are refused."""
+    from i2iuda.data.datasets import read_image
+
+    ramp = (np.arange(32 * 64).reshape(32, 64) * 31).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "grey16.png"), ramp)
+    cv2.imwrite(str(tmp_path / "colour16.png"), np.stack([ramp, ramp // 2, ramp // 3], -1))  # BGR on disk
+    grey = read_image(tmp_path / "grey16.png")
+    assert grey.dtype == np.uint8 and np.array_equal(grey[..., 0], (ramp >> 8).astype(np.uint8))
+    assert grey.mean() < 200 and (grey == grey[..., :1]).all()  # not white, and grey
+    colour = read_image(tmp_path / "colour16.png")
+    assert np.array_equal(colour[..., 0], (ramp // 3 >> 8).astype(np.uint8))  # R, from the B-G-R file
+    Image.fromarray(ramp.astype(np.int32)).save(tmp_path / "wide.tif")
+    with pytest.raises(DataError, match=r"wide\.tif: a 32-bit integer image; expected 8- or 16-bit frames"):
+        read_image(tmp_path / "wide.tif")
+    # the data check no longer calls such a set blank: it reads the ramp
+    root = tmp_path / "set"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i in range(3):
+        cv2.imwrite(str(root / "images" / f"{i:05d}.png"), ramp)
+        save_palette_png(root / "labels" / f"{i:05d}.png", np.full((32, 64), 7, np.uint8), np.zeros((256, 3), np.uint8))
+    assert not any("blank" in p for p in check_dataset(f"gta5:{root}", workers=0).problems)
+
+
+def test_labels_that_read_as_nothing_are_refused_before_training(tmp_path):
+    """GTA5 labels given as RGB images of colours that are not its label colours read as all ignore:
+    a training run refuses them at its start, in one line, instead of training to NaN."""
+    from i2iuda.config import load_config
+    from i2iuda.segmentation.train import SegmentConfig, train_segmenter
+
+    root = tmp_path / "gta"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (32, 64, 3), dtype=np.uint8)).save(root / "images" / f"{i:05d}.png")
+        Image.fromarray(np.full((32, 64, 3), (1, 2, 3), np.uint8)).save(root / "labels" / f"{i:05d}.png")
+    cfg = load_config(SegmentConfig, None, [f"train=gta5:{root}", f"val=gta5:{root}", "model.backbone=tu-resnet10t",
+                                            "data.size=[32,64]", "data.crop=[32,64]", "data.workers=0", "device=cpu"])
+    with pytest.raises(DataError, match=r"all 6 labels sampled \(00000\.png, \.\.\.\) read as ignore \(255\) everywhere; "
+                                        r"12288 of their pixels have colours not in the label colour table"):
+        train_segmenter(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -1,4 +1,5 @@
 """Metrics against hand-computed confusion matrices."""
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -59,3 +60,27 @@ def test_subset_means_use_full_matrix_values():
     assert s["per_class_IoU"]["c"] == pytest.approx(100 * 2 / 5)  # the 3 false positives still count
     assert s["mIoU"] == pytest.approx(100 * (1 + 0.4) / 2)
     assert s["PA"] == pytest.approx(100 * 7 / 7)
+
+
+def test_a_prediction_of_255_is_no_prediction_and_left_out(synth_root, tmp_path):
+    """A prediction file may hold 255 where it predicts nothing (evaluate's check allows it): that pixel
+    is left out, as a void ground-truth pixel is, and the rest scores as it would alone."""
+    from PIL import Image
+
+    from i2iuda.data.datasets import build_index, read_label
+    from i2iuda.segmentation.evaluate import evaluate_prediction_files
+
+    spec = f"synthetic:{synth_root}:target-val"
+    index = build_index(spec)
+    conf = torch.zeros(19, 19, dtype=torch.int64)
+    for k, s in enumerate(index.samples):
+        label = read_label(s.label, index.label_format)
+        pred = label.copy()
+        pred[: label.shape[0] // 2] = 255  # the top half: no prediction
+        pred[-1, :] = (label[-1, :] + 1) % 19 if k % 2 else label[-1, :]  # some mistakes on the bottom row
+        pred[-1, label[-1, :] == 255] = 255
+        Image.fromarray(pred.astype(np.uint8)).save(tmp_path / Path(s.rel).name)
+        valid = (label != 255) & (pred != 255)
+        np.add.at(conf.numpy(), (label[valid].astype(int), pred[valid].astype(int)), 1)
+    r = evaluate_prediction_files(tmp_path, spec)
+    assert r["confusion"] == conf.tolist() and r["mIoU"] == pytest.approx(scores(conf)["mIoU"])

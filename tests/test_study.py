@@ -512,3 +512,30 @@ def test_online_arms_train_on_their_source_arms_data_and_are_reported(tmp_path):
     report = (tmp_path / "run" / "report.md").read_text()
     assert "## Arm cg_mic" in report and "MIC" in report and "figures/online_cg_mic.png" in report
     assert (tmp_path / "run" / "figures" / "online_cg_mic.png").is_file()
+
+
+def test_damaged_bookkeeping_is_recomputed_from_the_stages_outputs(tmp_path, capsys):
+    """A study whose stages.json, study.json, config.yaml or a stage's record is damaged does not
+    skip over the damage: stages.json is rebuilt from the records each stage keeps in its folder (no
+    training stage is redone), a stage whose record does not read is redone, and so is the report."""
+    cfg = tiny(tmp_path, "oracle=false")
+    run = tmp_path / "run"
+    run_study(cfg, run, progress=False)
+    trained = [run / "translate" / "cyclegan" / "summary.json", run / "segment" / "source_only" / "summary.json",
+               run / "segment" / "cyclegan" / "summary.json"]
+    mtimes = [p.stat().st_mtime_ns for p in trained]
+    before = json.loads((run / "stages.json").read_text())
+    (run / "stages.json").write_text('{"data": {"hash": ')  # cut short
+    (run / "study.json").write_text("")
+    (run / "config.yaml").write_text("seed: [1, \n")
+    (run / "eval" / "cyclegan" / "metrics.json").write_text('{"PA": 1')
+    capsys.readouterr()
+    m = run_study(cfg, run, progress=False)
+    err = capsys.readouterr().err
+    assert "stages.json: not valid JSON" in err and "rebuilt from the records of" in err
+    assert f"stage evaluate:cyclegan: {run / 'eval' / 'cyclegan' / 'metrics.json'} does not read: redone" in err
+    assert [p.stat().st_mtime_ns for p in trained] == mtimes  # nothing retrained
+    after = json.loads((run / "stages.json").read_text())
+    assert {k: v["hash"] for k, v in after.items()} == {k: v["hash"] for k, v in before.items()}
+    assert json.loads((run / "study.json").read_text())["arms"] and m["arms"]["cyclegan"]["mIoU"] >= 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == cfg.seed

@@ -137,8 +137,22 @@ def load_weights(path: str | Path, kind: str) -> tuple[dict[str, torch.Tensor], 
     return tensors, meta
 
 
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Weights with a NaN or an infinity would train or predict nothing but NaN: refused, naming them."""
+    if bad := non_finite(tensors):
+        raise UserError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:3])}"
+                        f"{', ...' if len(bad) > 3 else ''}): the weights are damaged (or from a diverged run)")
+
+
 def load_into(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: str | Path, what: str) -> None:
-    """``module.load_state_dict(tensors)`` (strict), a mismatch as one line naming the file."""
+    """``module.load_state_dict(tensors)`` (strict), a mismatch as one line naming the file;
+    weights that are not finite are refused."""
+    check_finite(tensors, path)
     try:
         module.load_state_dict(tensors)
     except RuntimeError as e:

@@ -418,15 +418,14 @@ def report_cmd(
     check: bool = typer.Option(False, "--check", help="Open the page in headless Chromium; check every image loads."),
 ) -> None:
     """Rebuild RUN/report.html and report.md; with several runs, compare them side by side."""
-    from .io import read_json
-    from .report import check_in_browser, compare_runs, write_seeds_report
+    from .report import check_in_browser, compare_runs, read_metrics, write_seeds_report
     from .study import report
 
     for r in runs:
         if not (r / "metrics.json").is_file():
             raise UserError(f"{r}: no metrics.json (not a finished study run; run 'i2iuda run --out {r}')")
     if len(runs) == 1:
-        several = read_json(runs[0] / "metrics.json").get("schema", "").startswith("i2iuda.study.aggregate")
+        several = str(read_metrics(runs[0] / "metrics.json").get("schema", "")).startswith("i2iuda.study.aggregate")
         md, html_path = (write_seeds_report if several else report)(runs[0])
         typer.echo(f"wrote {md} and {html_path}")
     else:
@@ -470,12 +469,30 @@ def checkpoint_convert(
 
 
 def main() -> None:
+    """Run the CLI: a bad input (UserError, or a wrong option or type that the parser finds) is one
+    line on stderr and exit code 2; ``--debug`` shows the traceback instead. Library warnings are
+    logged (shown with --verbose), not printed between a command's lines."""
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.INFO)  # shown at --verbose, not by default
     try:
-        app()
+        app(standalone_mode=False)
+    except typer.Exit as e:  # a command that ends early on purpose
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("i2iuda: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.TyperException as e:  # the parser's: an unknown option, a wrong type, a missing value
+        if _state["debug"]:
+            raise
+        message = " ".join(e.format_message().split())
+        if message:  # (none: a group called without a command, whose help the parser printed)
+            command = getattr(getattr(e, "ctx", None), "command_path", "").partition(" ")[2]
+            print(f"i2iuda: error: {command + ': ' if command else ''}{message}", file=sys.stderr)
+        sys.exit(2)
     except UserError as e:
         if _state["debug"]:
             raise
-        print(f"i2iuda: error: {e}", file=sys.stderr)
+        print(f"i2iuda: error: {' '.join(str(e).split())}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("i2iuda: interrupted", file=sys.stderr)

@@ -12,6 +12,7 @@ and the range, before anything runs.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import yaml
 
 from .errors import UserError
 from .io import write_yaml
+from .progress import say
 
 T = TypeVar("T")
 
@@ -60,6 +62,8 @@ class Range:
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         bound = getattr(cfg, self.at_most) if self.at_most else None
         for i, v in enumerate(values):
+            if not math.isfinite(v):  # NaN compares false with every bound: it would pass them all
+                return False
             if self.off is not None and v == self.off:
                 continue
             if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
@@ -158,11 +162,13 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return float(value)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads 4e-4 (no dot) as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     if tp in (int, float, str, bool) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise UserError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):  # no setting means NaN or infinity
+        raise UserError(f"{where}={value}: expected a finite number")
     return value
 
 
@@ -212,16 +218,18 @@ def parse_override(text: str) -> dict:
     return node
 
 
-def read_yaml_config(path: str | Path) -> dict:
+def read_yaml_config(path: str | Path, including: tuple[Path, ...] = ()) -> dict:
     """A YAML config file as a dict. A mapping anywhere in it with ``_base: FILE`` stands for
     FILE (a path relative to this file) updated with the mapping's other keys, so a study preset
-    reuses the stage presets and states only where it differs."""
+    reuses the stage presets and states only where it differs. ``including``: the files whose
+    ``_base`` led here (a file that includes itself, at any depth, is refused)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--config {path}: file not found")
+        raise UserError(f"--config {path}: file not found" if not including else
+                        f"{including[-1]}: _base {path}: file not found")
     try:
         loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(loaded, dict):
         raise UserError(f"{path}: expected a mapping at the top level")
@@ -232,9 +240,13 @@ def read_yaml_config(path: str | Path) -> dict:
         out = {k: resolve(v) for k, v in node.items() if k != "_base"}
         if "_base" in node:
             base = path.parent / str(node["_base"])
+            chain = (*including, path)
             if base.resolve() == path.resolve():
                 raise UserError(f"{path}: _base names the file itself")
-            out = merge(read_yaml_config(base), out)
+            if base.resolve() in [c.resolve() for c in chain]:
+                raise UserError(f"{path}: _base {node['_base']} makes a cycle ("
+                                + " -> ".join(c.name for c in (*chain, base)) + ")")
+            out = merge(read_yaml_config(base, chain), out)
         return out
 
     return resolve(loaded)
@@ -250,8 +262,29 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         from_dict(cls, data, where)  # the file's own errors name the file, the overrides' say override
         where = "override"
     for o in overrides:
-        data = merge(data, parse_override(o))
+        override = parse_override(o)
+        check_emptied(cls, override, data, o)
+        data = merge(data, override)
     return from_dict(cls, data, where)
+
+
+def check_emptied(cls: type, override: dict, data: dict, text: str) -> None:
+    """``key={}`` in an override: refused on a settings section (a dataclass: it would silently
+    become the code's defaults, not the preset's), said on the console for a mapping of entries
+    (``self_train={}``, ``translate.settings={}``: the preset's entries dropped)."""
+    for key, value in override.items():
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        tp = hints.get(key)
+        if tp is None:
+            continue
+        if isinstance(value, dict) and value:
+            if dataclasses.is_dataclass(tp):
+                check_emptied(tp, value, (data or {}).get(key) or {}, text)
+        elif value == {} and dataclasses.is_dataclass(tp):
+            raise UserError(f"override {text}: {key} is a section of settings, which {{}} cannot empty (it would "
+                            f"be the code's defaults, not the preset's); set the keys to change instead")
+        elif value == {} and (data or {}).get(key):
+            say(f"override {text}: emptied (the preset's {', '.join(map(str, data[key]))} dropped)")
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

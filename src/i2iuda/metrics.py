@@ -25,8 +25,10 @@ from .data.labels import CLASS_NAMES, IGNORE
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int,
                      ignore_index: int = IGNORE) -> torch.Tensor:
-    """Confusion matrix of one batch by ``bincount``, on the tensors' device (int64)."""
-    valid = target != ignore_index
+    """Confusion matrix of one batch by ``bincount``, on the tensors' device (int64). Pixels whose
+    label is ``ignore_index`` are left out, and so are those whose prediction is (a prediction file
+    may hold 255 where it makes no prediction: that pixel is not scored)."""
+    valid = (target != ignore_index) & (pred != ignore_index)
     idx = target[valid].long() * num_classes + pred[valid].long()
     return torch.bincount(idx, minlength=num_classes ** 2).reshape(num_classes, num_classes)
 

@@ -9,7 +9,15 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-console = Console(stderr=True)
+# no emoji codes (an arm named x would print as one in "segment:x:"), no wrapping (a long
+# message stays one line), no number colouring
+console = Console(stderr=True, emoji=False, soft_wrap=True, highlight=False)
+
+
+def say(text: str, style: str | None = None) -> None:
+    """One line on the console, as text (names and paths are never read as markup), in ``style``
+    (bold, dim, yellow, ...) if given."""
+    console.print(text, style=style, markup=False)
 T = TypeVar("T")
 
 

@@ -64,6 +64,32 @@ def nice(arm: str, bound: str | None = None) -> str:
     return arm.replace("_", "-") if bound == "lower" else f"{arm} (upper bound)" if bound == "upper" else arm
 
 
+def read_metrics(path: Path) -> dict:
+    """A study's metrics.json (one seed's, or the aggregate of several), as the current schema
+    reads (``upgraded``); one line naming the file where it does not read as one."""
+    m = read_json(path)
+    arms = m.get("arms") if isinstance(m, dict) else None
+    rows_ok = isinstance(arms, dict) and arms and all(
+        isinstance(r, dict) and isinstance(r.get("kind"), str) and isinstance(r.get("per_class_IoU"), dict)
+        and all(isinstance(r.get(k), (int, float, dict)) for k in ("PA", "MPA", "mIoU", "FWIoU")) for r in arms.values())
+    if not rows_ok or not isinstance(m.get("ranking"), list):
+        raise UserError(f"{path}: not a study's metrics (no arms with PA, MPA, mIoU, FWIoU and per-class IoU): the "
+                        f"file is damaged or from elsewhere; rebuild it with 'i2iuda run --out {path.parent} --from report'")
+    return upgraded(m)
+
+
+def read_study(path: Path) -> dict:
+    """A study's study.json; one line naming the file where it does not read as one."""
+    s = read_json(path)
+    ok = isinstance(s, dict) and isinstance(s.get("specs"), dict) and isinstance(s.get("arms"), list) and all(
+        isinstance(a, dict) and all(isinstance(a.get(k), str) for k in ("name", "kind", "segment", "eval"))
+        for a in s["arms"])
+    if not ok:
+        raise UserError(f"{path}: not a study's study.json (no arms with name, kind and folders): the file is damaged; "
+                        f"rebuild it with 'i2iuda run --out {path.parent} --from report'")
+    return s
+
+
 def upgraded(metrics: dict) -> dict:
     """metrics.json of any schema as the current one reads: rows of i2iuda.study.metrics/2 (and its
     aggregates) had no ``bound`` and a gap closed for the two ends of the gap too."""
@@ -196,7 +222,7 @@ def write_report(run: str | Path, sections: dict[str, list[str]] | None = None) 
     run = Path(run).resolve()
     if not (run / "study.json").is_file() or not (run / "metrics.json").is_file():
         raise UserError(f"{run}: no study.json/metrics.json (not a finished study run; run 'i2iuda run --out {run}')")
-    study, metrics = read_json(run / "study.json"), upgraded(read_json(run / "metrics.json"))
+    study, metrics = read_study(run / "study.json"), read_metrics(run / "metrics.json")
     figs = run / "figures"
     figs.mkdir(exist_ok=True)
     per_class_chart(metrics, figs / "per_class_iou.png")
@@ -304,7 +330,7 @@ def write_seeds_report(run: str | Path) -> tuple[Path, Path]:
     """RUN/report.{md,html} of a multi-seed study (RUN/metrics.json, schema aggregate/1): the
     aggregate first, then the paired differences, per-class spread and links to every seed."""
     run = Path(run).resolve()
-    m = upgraded(read_json(run / "metrics.json"))
+    m = read_metrics(run / "metrics.json")
     figs = run / "figures"
     figs.mkdir(exist_ok=True)
     seeds_chart(m, figs / "seeds_miou.png")
@@ -390,11 +416,7 @@ def compare_runs(runs: list[Path], out: Path) -> Path:
     md = ["# i2iuda: runs compared", "", "| run | arm | PA | MPA | mIoU | FWIoU | gap closed |",
           "|---|---|---|---|---|---|---|"]
     for r in runs:
-        m = read_json(Path(r) / "metrics.json")
-        if "arms" not in m:
-            raise UserError(f"{r}/metrics.json: schema {m.get('schema')!r} is from an older i2iuda; re-run "
-                            f"'i2iuda run --out {r} --from report'")
-        m = upgraded(m)
+        m = read_metrics(Path(r) / "metrics.json")
         # a multi-seed run (schema aggregate/1) shows mean ± std
         f = lambda x, k=1: f"{k * x['mean']:.2f} ± {k * x['std']:.2f}" if isinstance(x, dict) else f"{k * x:.2f}"  # noqa: E731
         for name, v in m["arms"].items():
@@ -402,6 +424,8 @@ def compare_runs(runs: list[Path], out: Path) -> Path:
             md.append(f"| {Path(r).name} | {nice(name, v['bound'])} | {f(v['PA'])} | {f(v['MPA'])} | {f(v['mIoU'])} | "
                       f"{f(v['FWIoU'])} | {gap} |")
     text = "\n".join(md) + "\n"
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: a file is there, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "comparison.md", text)
     atomic_write_text(out / "comparison.html", to_html(text, out, "i2iuda: runs compared"))

@@ -66,6 +66,9 @@ def check_free(folder: str | Path) -> None:
     folder = Path(folder).resolve()
     if _held_here(folder):
         return
+    clash = next((f for f in (folder, *folder.parents) if f.exists() and not f.is_dir()), None)
+    if clash is not None:
+        raise UserError(f"{folder}: {clash} is a file, not a folder; choose another output folder")
     for f in (*reversed(folder.parents), folder):
         if _busy(f / LOCK_NAME):
             where = "" if f == folder else f" (inside {f})"
@@ -81,7 +84,7 @@ def holding(folder: str | Path):
     if os.environ.get("RANK", "0") != "0" or _held_here(folder):
         yield
         return
-    check_free(folder)
+    check_free(folder)  # (also: a file where the folder should be)
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_NAME
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)

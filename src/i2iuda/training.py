@@ -24,7 +24,7 @@ from .checkpoint import fits, load_state, save_state, save_weights
 from .config import load_config, save_config, to_dict
 from .errors import UserError
 from .io import atomic_write_text, save_png, write_json
-from .progress import Bar, console
+from .progress import Bar, say
 from .runtime import Runtime, rng_state, set_rng_state
 
 
@@ -76,6 +76,47 @@ class Trainer(Protocol):
     def summary(self) -> dict:
         """Extra fields of summary.json."""
         return {}
+
+
+class Diverged(UserError):
+    """A loss became NaN or infinite: the run stopped, its last checkpoint as it was."""
+
+
+class FiniteWatch:
+    """Stops a run whose loss becomes NaN or infinite. Each step's losses are checked one step
+    late (the check of step t waits for it while step t+1 is already queued: no stall on a GPU),
+    and at once before anything is logged, validated or saved, so no checkpoint holds a
+    diverged state. Under fp16 the gradient scaler skips a step that overflowed, which a
+    non-finite loss can be: then only ``patience`` such steps in a row stop the run."""
+
+    def __init__(self, run: Path, patience: int = 1):
+        self.run, self.patience = run, patience
+        self.pending, self.saved, self.bad_in_a_row = None, None, 0  # saved: the step of the last checkpoint
+
+    def add(self, step: int, loss: dict[str, torch.Tensor]) -> None:
+        previous = self.pending
+        self.pending = (step, loss, torch.stack([torch.isfinite(v).all() for v in loss.values()]))
+        if previous is not None:
+            self.check(*previous)
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            self.check(*pending)
+
+    def check(self, step: int, loss: dict[str, torch.Tensor], finite: torch.Tensor) -> None:
+        if bool(finite.all()):
+            self.bad_in_a_row = 0
+            return
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row < self.patience:
+            return
+        bad = ", ".join(f"{k} = {float(v)}" for (k, v), ok in zip(loss.items(), finite.tolist()) if not ok)
+        kept = (f"{self.run / 'checkpoints' / 'last.pt'} (step {self.saved}) is as it was"
+                if self.saved is not None else "no checkpoint was written")
+        raise Diverged(f"{self.run}: step {step}: the loss is not finite ({bad}): the run diverged and stopped; "
+                       f"{kept}. Look at the learning rate and loss weights, the pretrained weights and the labels "
+                       f"(all ignored?), then resume (--resume; a study resumes by itself)")
 
 
 def _on_device(batch: dict, rt: Runtime) -> dict:
@@ -148,10 +189,14 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run / "config.yaml")
         log = LossLog(run, step)
-        console.print(f"{name}: {trainer.describe()}, {schedule.per_epoch} steps/epoch, {schedule.total} steps, "
+        say(f"{name}: {trainer.describe()}, {schedule.per_epoch} steps/epoch, {schedule.total} steps, "
                       f"{rt.world_size} process(es) on {rt.device}" + (f", resuming at step {step}" if step else ""))
 
+    watch = FiniteWatch(run, patience=20 if rt.scaler else 1)
+    watch.saved = step if resume and ckpt_path.exists() else None
+
     def save_checkpoint() -> None:
+        watch.saved = step
         if rt.is_main:
             config, weights = to_dict(cfg), trainer.weights()
             if weights is not None:
@@ -172,11 +217,15 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
             for batch in make_loader(step, end):
                 loss = trainer.step(_on_device(batch, rt))
                 step += 1
+                watch.add(step, loss)
+                epoch_end = step % schedule.per_epoch == 0
+                if (epoch_end or step % schedule.log_every == 0 or step % schedule.checkpoint_every == 0 or step == end
+                        or (schedule.image_every and step % schedule.image_every == 0)):
+                    watch.flush()  # nothing is logged, pictured, validated or saved from a diverged step
                 n_sum, epoch_n = n_sum + 1, epoch_n + 1
                 for k, v in loss.items():
                     sums[k] = sums.get(k, 0) + v
                     epoch_sums[k] = epoch_sums.get(k, 0) + v
-                epoch_end = step % schedule.per_epoch == 0
                 if step % schedule.log_every == 0 or epoch_end or step == end:
                     last = {k: float(v) / n_sum for k, v in sums.items()}  # the host sync, once per interval
                     sums, n_sum = {}, 0
@@ -198,7 +247,7 @@ def _loop(trainer, make_loader, run: Path, cfg, rt: Runtime, schedule: Schedule,
                         dt, t_epoch = time.perf_counter() - t_epoch, time.perf_counter()
                         eta = round((schedule.total - step) * dt / schedule.per_epoch)
                         who = "" if progress else f"{name} {run.name}: "  # without a bar (a study's lanes)
-                        console.print(f"{who}epoch {epoch}/{schedule.total // schedule.per_epoch} step {step} | "
+                        say(f"{who}epoch {epoch}/{schedule.total // schedule.per_epoch} step {step} | "
                                       + " ".join(f"{k} {v:.4g}" for k, v in {**means, **logged}.items()
                                                  if isinstance(v, float))
                                       + f" | {schedule.per_epoch / dt:.2f} step/s, eta {eta // 60}:{eta % 60:02d}")

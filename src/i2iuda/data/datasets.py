@@ -85,14 +85,20 @@ def parse_spec(text: str | DataSpec) -> DataSpec:
         try:
             if key == "limit":
                 spec.limit = int(value)
+                ok = spec.limit >= 1
             elif key == "seed":
                 spec.seed = int(value)
+                ok = spec.seed >= 0
             elif key == "val_fraction":
                 spec.val_fraction = float(value)
+                ok = 0 < spec.val_fraction < 1  # (NaN fails both)
             else:
                 raise ValueError
         except ValueError:
             raise UserError(f"data spec {text!r}: bad option {opt!r} (known: limit=N, seed=S, val_fraction=F)") from None
+        if not ok:
+            expected = {"limit": "at least 1", "seed": ">= 0", "val_fraction": "strictly between 0 and 1"}[key]
+            raise UserError(f"data spec {text!r}: {opt}: out of range (expected {key} {expected})")
     return spec
 
 
@@ -269,10 +275,19 @@ def build_index(spec: DataSpec | str) -> Index:
 # --- decoding ----------------------------------------------------------------------------------
 
 def read_image(path: Path) -> np.ndarray:
-    """-> HxWx3 uint8 RGB."""
+    """-> HxWx3 uint8 RGB. A 16-bit frame is read at its depth (its 8 high bits: PIL does so for
+    16-bit colour, and would clip 16-bit grey to white); 32-bit integer or float frames are refused."""
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I;16"):
+                grey = (np.asarray(img).astype(np.uint16) >> 8).astype(np.uint8)
+                return np.repeat(grey[..., None], 3, axis=2)
+            if img.mode in ("I", "F"):
+                raise DataError(f"{path}: a {'32-bit integer' if img.mode == 'I' else 'floating-point'} image; "
+                                f"expected 8- or 16-bit frames")
             return np.array(img.convert("RGB"))  # writable, for torch.from_numpy
+    except DataError:
+        raise
     except Exception as e:  # PIL raises several types for truncated or corrupt files
         raise DataError(f"{path}: unreadable image ({e})") from None
 
@@ -314,6 +329,23 @@ def read_label(path: Path, fmt: str, unknown: list[int] | None = None) -> np.nda
     except Exception as e:
         raise DataError(f"{path}: unreadable label ({e})") from None
     return L.CITYSCAPES_LUT[ids]
+
+
+def check_labels(index: Index, n: int = 16) -> None:
+    """Refuse a labelled set whose labels read as nothing, before a run trains on it: ``n`` labels
+    spread over the set, decoded as training reads them; if every one is all ignore (255), as RGB
+    colours that are not in GTA5's colour table read, one line says so (``data check`` says more)."""
+    if not index.labelled or not index.samples:
+        return
+    picks = index.samples[:: max(1, len(index.samples) // n)][:n]
+    unknown: list[int] = []
+    for s in picks:
+        if (read_label(s.label, index.label_format, unknown) != L.IGNORE).any():
+            return
+    colours = f"; {sum(unknown)} of their pixels have colours not in the label colour table" if sum(unknown) else ""
+    raise DataError(f"{index.spec}: all {len(picks)} labels sampled ({picks[0].label.name}, ...) read as ignore (255) "
+                    f"everywhere{colours}: labels of another format than {index.label_format}'s? "
+                    f"'i2iuda data check {index.spec}' shows more")
 
 
 def load_pair(sample: Sample, fmt: str | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -44,7 +44,7 @@ import numpy as np
 from ..config import at_least, between
 from ..io import atomic_write_bytes, encode_png, save_palette_png, save_png, write_json
 from . import labels as L
-from ..progress import Bar, console
+from ..progress import Bar, say
 from ..pictures import grid
 from .datasets import build_index, load_pair
 
@@ -518,7 +518,7 @@ def generate(out: str | Path, cfg: SynthConfig = SynthConfig(), progress: bool =
         return out
     if before is not None and drawn_by(before) != drawn_by(asdict(cfg)):
         changed = ", ".join(f"{k} {before.get(k)} -> {v}" for k, v in drawn_by(asdict(cfg)).items() if before.get(k) != v)
-        console.print(f"[yellow]{out}: drawn with other settings ({changed}): drawing it again[/yellow]")
+        say(f"{out}: drawn with other settings ({changed}): drawing it again", "yellow")
         for sub in ("source", "target", "preview.png"):
             (out / sub).unlink() if (out / sub).is_file() else shutil.rmtree(out / sub, ignore_errors=True)
     write_json(out / "synth.json", {**asdict(cfg), "complete": False})

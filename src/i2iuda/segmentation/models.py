@@ -13,10 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
 
-from ..checkpoint import fits, load_into, load_state, load_weights, older_run
+from ..checkpoint import check_finite, fits, load_into, load_state, load_weights, older_run
 from ..config import at_least, from_dict
 from ..errors import UserError
-from ..progress import console
+from ..progress import say
 
 
 @dataclass
@@ -165,6 +165,7 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
     one line naming the counts and the first keys that do not fit."""
     path = Path(path)
     tensors = _read_tensors(path)
+    check_finite(tensors, f"model.pretrained {path}")
     for prefix in ("module.", "encoder.", "backbone.", "model."):
         if all(k.startswith(prefix) for k in tensors):
             tensors = {k[len(prefix):]: v for k, v in tensors.items()}
@@ -191,7 +192,7 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
     target.load_state_dict({k: given[k][1] for k in want if k in given}, strict=False)
     if unused:
         n = sum(not k.endswith("num_batches_tracked") for k in want)
-        console.print(f"model.pretrained {path}: {n} backbone tensors loaded; {len(unused)} in the file "
+        say(f"model.pretrained {path}: {n} backbone tensors loaded; {len(unused)} in the file "
                       f"left out ({', '.join(unused[:3])}{', ...' if len(unused) > 3 else ''})")
 
 

@@ -73,7 +73,7 @@ from ..runtime import Runtime, init_runtime, loader_workers, unwrap
 from ..training import Schedule, resolve_run_config, train_loop
 from .evaluate import EvalProtocol, evaluate
 from .train import SegmentConfig, SegmentTrainer, labelled_source
-from ..progress import console
+from ..progress import say
 
 
 @dataclass
@@ -482,7 +482,7 @@ def train_online(cfg: OnlineConfig, run: str | Path, resume: bool = False, stop_
     if rcs is not None and rt.is_main:
 
         top = sorted(rcs[1].items(), key=lambda kv: -kv[1])[:5]
-        console.print("rare-class sampling: " + ", ".join(f"{CLASS_NAMES[c]} {p:.2f}" for c, p in top))
+        say("rare-class sampling: " + ", ".join(f"{CLASS_NAMES[c]} {p:.2f}" for c, p in top))
         write_json(run / "rcs.json", {"frequency": {CLASS_NAMES[c]: f for c, f in rcs[0].items()},
                                       "probability": {CLASS_NAMES[c]: p for c, p in rcs[1].items()},
                                       "frames": {CLASS_NAMES[c]: len(v) for c, v in rcs[2].items()}})

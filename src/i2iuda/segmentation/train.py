@@ -17,14 +17,14 @@ import torch.nn.functional as nnf
 
 from ..checkpoint import save_weights
 from ..config import Range, adam_beta, at_least, between, fraction, open_fraction, positive, to_dict
-from ..data.datasets import SegmentationDataset, build_index
+from ..data.datasets import SegmentationDataset, build_index, check_labels
 from ..data.fourier import OnTheFly
 from ..data.labels import IGNORE
 from ..data.sampling import MixedStreamSampler, Seeded
 from ..data.transforms import AugmentConfig, train_transform
 from ..errors import UserError
 from ..io import write_json
-from ..progress import console
+from ..progress import say
 from ..runtime import Runtime, init_runtime, loader_workers, unwrap
 from ..training import Schedule, Trainer, resolve_run_config, train_loop
 from .evaluate import EvalProtocol, evaluate
@@ -112,7 +112,7 @@ class SegmentTrainer(Trainer):
             if rt.device.type == "cuda":
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             elif rt.is_main:
-                console.print("model.sync_bn: SyncBatchNorm needs CUDA; on CPU each process keeps its own BatchNorm")
+                say("model.sync_bn: SyncBatchNorm needs CUDA; on CPU each process keeps its own BatchNorm")
         backbone = [p for n, p in model.named_parameters() if n.startswith(("encoder.", "backbone."))]
         head = [p for n, p in model.named_parameters() if not n.startswith(("encoder.", "backbone."))]
         groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}, {"params": head, "lr": cfg.lr}]
@@ -183,6 +183,8 @@ def labelled_source(cfg: SegmentConfig, rt: Runtime):
     val_index = build_index(cfg.val)
     if not val_index.labelled:
         raise UserError(f"val {cfg.val}: has no labels (model selection needs a labelled source split)")
+    check_labels(train_index)  # labels that read as nothing would train to NaN
+    check_labels(val_index)
     restyle = OnTheFly(cfg.fda_target, cfg.fda_beta) if cfg.fda_target else None
     train_ds = SegmentationDataset(train_index, train_transform(aug, restyle))
     per_epoch = cfg.steps_per_epoch or max(len(train_ds) // (d.batch_size * rt.world_size), 1)

@@ -12,7 +12,7 @@ from ..data.datasets import build_index, load_pair, read_image, read_label
 from ..fid import HOW_TO_GET, load_inception, score
 from ..io import save_png, write_json
 from ..pictures import grid
-from ..progress import console
+from ..progress import say
 from ..runtime import init_runtime
 from ..segmentation.evaluate import EvalProtocol, evaluate, frame_agreement
 from ..segmentation.models import load_trained
@@ -61,7 +61,7 @@ def translation_scores(arm, out: Path) -> None:
     if cfg.eval.kid_fid:
         net = load_inception()
         if net is None:
-            console.print(f"[yellow]{HOW_TO_GET}[/yellow]")
+            say(HOW_TO_GET, "yellow")
             result["kid_fid"] = {"skipped": HOW_TO_GET}
         else:
             result["kid_fid"] = score(frames, study.specs["target_train"], cfg.eval.kid_fid, study.run / "fid_cache", net)

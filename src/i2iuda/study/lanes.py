@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 from ..errors import UserError
-from ..progress import console
+from ..progress import say
 
 
 @dataclass
@@ -114,14 +114,14 @@ def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callab
                 job.started = time.perf_counter()
                 conn.send((target, job.args))
                 busy[conn] = (job, process)
-                console.print(f"[bold]stage {job.name}[/bold] (in a lane: {len(busy)} of {lanes} busy, "
-                              f"{threads} thread{'s' * (threads > 1)} each)")
+                say(f"stage {job.name} (in a lane: {len(busy)} of {lanes} busy, "
+                    f"{threads} thread{'s' * (threads > 1)} each)", "bold")
             if not busy:  # a stage without a net (data, report) runs here, alone
                 job = next((j for j in ready if not j.in_lane), None)
                 if job is None:  # cannot happen with a well-formed stage list
                     raise RuntimeError(f"stages waiting on nothing that runs: {[j.name for j in pending]}")
                 pending.remove(job)
-                console.print(f"[bold]stage {job.name}[/bold]")
+                say(f"stage {job.name}", "bold")
                 t0 = time.perf_counter()
                 run_here(*job.args)
                 on_done(job, time.perf_counter() - t0, None)
@@ -141,7 +141,7 @@ def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callab
                 seconds = time.perf_counter() - job.started
                 on_done(job, seconds, int(message) / 1024)
                 finished.add(job.name)
-                console.print(f"[dim]stage {job.name}: done in {seconds:.0f} s[/dim]")
+                say(f"stage {job.name}: done in {seconds:.0f} s", "dim")
     finally:
         for process, conn in idle:  # done: each lane ends its loop
             try:

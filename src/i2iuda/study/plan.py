@@ -19,7 +19,9 @@ import resource
 from pathlib import Path
 
 from ..config import to_dict
+from ..errors import UserError
 from ..io import read_json, write_json
+from ..progress import say
 from .arms.base import DATA, FOLDERS, REPORT, Arm, stage_name
 from .study import Study
 
@@ -99,12 +101,50 @@ def stage_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-class Stages:
-    """RUN/stages.json: which stages are done, for which config hash, in how many seconds."""
+# The file each kind of stage writes last, in its folder: a finished stage whose record does not
+# read (damaged, or gone) is redone; the report's are RUN/metrics.json and RUN/study.json.
+RECORDS = {"translate": "summary.json", "apply": "about.json", "segment": "summary.json", "pseudo": "about.json",
+           "evaluate": "metrics.json"}
 
-    def __init__(self, run: Path):
+
+def damaged(study: Study, kind: str, arm: Arm | None) -> Path | None:
+    """The record of a finished stage that does not read, if any (module docstring, RECORDS)."""
+    files = ([study.run / "metrics.json", study.run / "study.json"] if kind == "report" else
+             [arm.folder(kind) / RECORDS[kind]] if arm is not None else [])
+    for f in files:
+        try:
+            read_json(f)
+        except UserError:
+            return f
+    return None
+
+
+class Stages:
+    """RUN/stages.json: which stages are done, for which config hash, in how many seconds. Each
+    arm stage's entry is also kept in its own folder (FOLDER/stage.json), so that a damaged
+    stages.json is rebuilt from them (``read``) instead of taken for an empty one."""
+
+    def __init__(self, run: Path, state: dict | None = None):
         self.path = run / "stages.json"
-        self.state = read_json(self.path, {})
+        self.state = read_json(self.path, {}) if state is None else state
+
+    @classmethod
+    def read(cls, run: Path, folders: dict[str, Path]) -> "Stages":
+        """RUN/stages.json, or, where it does not read, rebuilt from the arm stages' own records
+        (``folders``: stage name -> folder); the study's own stages (data, report) are redone."""
+        try:
+            return cls(run)
+        except UserError as e:
+            state = {}
+            for name, folder in folders.items():
+                try:
+                    state[name] = read_json(folder / "stage.json")
+                except UserError:
+                    continue
+            say(f"{e}: rebuilt from the records of {len(state)} finished stages in their folders", "yellow")
+            stages = cls(run, state)
+            write_json(stages.path, state)
+            return stages
 
     def done(self, stage: str, h: str) -> bool:
         return self.state.get(stage, {}).get("hash") == h
@@ -112,11 +152,13 @@ class Stages:
     def recorded(self, stage: str) -> bool:
         return stage in self.state
 
-    def mark(self, stage: str, h: str, seconds: float, peak: float | None = None) -> None:
+    def mark(self, stage: str, h: str, seconds: float, peak: float | None = None, folder: Path | None = None) -> None:
         # the memory high-water mark so far (Linux: KiB) of the process that ran the stage (the
         # study's, or its lane's), data loader workers apart
         peak = peak or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.state[stage] = {"hash": h, "seconds": round(seconds, 1), "peak_rss_mb": round(peak)}
+        if folder is not None and folder.is_dir():
+            write_json(folder / "stage.json", self.state[stage])
         write_json(self.path, self.state)
 
     def forget(self, names) -> None:

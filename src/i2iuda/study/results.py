@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..io import read_json
-from ..report import upgraded, write_report
+from ..report import read_metrics, read_study, upgraded, write_report
 from .arms import KINDS
 from .study import Study
 
@@ -46,7 +46,7 @@ def report(run: str | Path) -> tuple[Path, Path]:
     """RUN/report.md and report.html from the study's files: the report's own parts and every
     arm's section, each by its kind (``KINDS[row["kind"]].section``), from files only."""
     run = Path(run).resolve()
-    study, metrics = read_json(run / "study.json"), read_json(run / "metrics.json")
+    study, metrics = read_study(run / "study.json"), read_metrics(run / "metrics.json")
     figures = run / "figures"
     figures.mkdir(exist_ok=True)
     sections = {row["name"]: KINDS[row["kind"]].section(run, row, metrics["arms"][row["name"]], figures)

@@ -15,25 +15,20 @@ from ..data.datasets import build_index
 from ..data.synthetic import drawn_by, generate, written_with
 from ..errors import UserError
 from ..io import read_json, read_yaml, write_json
-from ..progress import console
+from ..progress import say
 from ..runlock import holding, inherit
 from .config import StudyConfig
 from .lanes import Job, run_in_lanes
-from .plan import KINDS, Stages, needs, stage_config, stage_folder, stage_hash, stage_list, stage_name
+from .plan import KINDS, Stages, damaged, needs, stage_config, stage_folder, stage_hash, stage_list, stage_name
 from .results import collect_metrics, manifest, report
 from .study import Study
 
 
 def run_study(cfg: StudyConfig, run: str | Path, from_stage: str | None = None, stop_after: str | None = None,
               progress: bool = True) -> dict:
-    """Run (or continue) the study in ``run``. Returns the metrics (RUN/metrics.json)."""
-    with holding(run):  # one study per folder; its stages write inside it under the same hold
-        return _run_study(cfg, Path(run), from_stage, stop_after, progress)
-
-
-def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: str | None, progress: bool) -> dict:
-    # absolute paths in the saved config, so the report and later stages work from any folder
-    run = Path(run).resolve()
+    """Run (or continue) the study in ``run``. Returns the metrics (RUN/metrics.json). The study is
+    resolved and checked before its folder is touched: bad settings write nothing."""
+    run = Path(run).resolve()  # absolute paths in the saved config: the report works from any folder
     if cfg.data.synthetic_root:
         cfg = replace(cfg, data=replace(cfg.data, synthetic_root=str(Path(cfg.data.synthetic_root).resolve())))
     # the study's seed is the one seed: the saved config.yaml shows it in the segment stage too
@@ -47,11 +42,22 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
     for option, value in (("--from", from_stage), ("--stop-after", stop_after)):
         if value is not None and value not in names and value not in KINDS:
             raise UserError(f"{option} {value!r}: expected a stage ({', '.join(names)}) or a kind ({', '.join(KINDS)})")
+    with holding(run):  # one study per folder; its stages write inside it under the same hold
+        return _run_study(study, todo, names, from_stage, stop_after, progress)
+
+
+def _run_study(study: Study, todo: list, names: list[str], from_stage: str | None, stop_after: str | None,
+               progress: bool) -> dict:
+    cfg, run = study.cfg, study.run
     run.mkdir(parents=True, exist_ok=True)
-    stages = Stages(run)
+    folders = {stage_name(k, a): stage_folder(study, k, a) for k, a in todo if a is not None}
+    stages = Stages.read(run, folders)
     if not from_stage and stages.recorded("data") and not stages.done("data", stage_hash(stage_config(study, "data", None))):
         # other data (or the same data at another path): every finished stage would be deleted and redone
-        ran = (read_yaml(run / "config.yaml", None) or {}).get("data", {})
+        try:
+            ran = (read_yaml(run / "config.yaml", None) or {}).get("data", {})
+        except UserError:  # a damaged config.yaml: rewritten below; the hashes say what changed
+            ran = {}
         now = to_dict(cfg.data)
         what = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in _differences(ran, now, "data").items())
         raise UserError(f"{run}: its data settings changed since its stages ran ({what or 'data'}); every finished "
@@ -75,25 +81,31 @@ def _run_study(cfg: StudyConfig, run: Path, from_stage: str | None, stop_after: 
     for (kind, arm), name in zip(todo[:last + 1], names[:last + 1]):
         h = stage_hash(stage_config(study, kind, arm))
         folder = stage_folder(study, kind, arm)
-        if stages.done(name, h) and (folder is None or folder.exists()):  # a deleted folder is redone
-            console.print(f"[dim]stage {name}: done, skipped[/dim]")
+        done = stages.done(name, h) and (folder is None or folder.exists())  # a deleted folder is redone
+        bad = damaged(study, kind, arm) if done else None
+        if done and bad is None:
+            say(f"stage {name}: done, skipped", "dim")
         else:
-            if stages.recorded(name) and folder is not None and folder.exists():  # done, then the config changed
-                console.print(f"[yellow]stage {name}: its settings changed since it ran: redone[/yellow]")
-                shutil.rmtree(folder)
+            if bad is not None:
+                say(f"stage {name}: {bad} does not read: redone", "yellow")
+            elif stages.recorded(name) and folder is not None and folder.exists():  # done, then the config changed
+                say(f"stage {name}: its settings changed since it ran: redone", "yellow")
+            if stages.recorded(name):
+                if folder is not None and folder.exists():
+                    shutil.rmtree(folder)
                 stages.forget([name])
             todo_before = {j.name for j in jobs}  # a stage needs only earlier ones; done ones are done
             jobs.append(Job(name, needs(study, kind, arm) & todo_before, (study, kind, arm and arm.name),
                             in_lane=arm is not None, hash=h))
     if cfg.lanes > 1:
         run_in_lanes(jobs, cfg.lanes, _lane_stage, lambda *args: run_stage(*args, progress),
-                     lambda job, seconds, peak: stages.mark(job.name, job.hash, seconds, peak))
+                     lambda job, seconds, peak: stages.mark(job.name, job.hash, seconds, peak, folders.get(job.name)))
     else:
         for job in jobs:
-            console.print(f"[bold]stage {job.name}[/bold]")
+            say(f"stage {job.name}", "bold")
             t0 = time.perf_counter()
             run_stage(*job.args, progress)
-            stages.mark(job.name, job.hash, time.perf_counter() - t0)
+            stages.mark(job.name, job.hash, time.perf_counter() - t0, folder=folders.get(job.name))
     return read_json(run / "metrics.json", {})
 
 
@@ -108,7 +120,7 @@ def run_stage(study: Study, kind: str, arm: str | None, progress: bool) -> None:
         for key, spec in study.specs.items():
             index = build_index(spec)
             for p in index.problems:
-                console.print(f"[yellow]{key}: {p}[/yellow]")
+                say(f"{key}: {p}", "yellow")
             if key != "target_train" and not index.labelled:
                 raise UserError(f"data.{key} {spec}: has no labels")
     elif kind == "report":

@@ -36,12 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..io import read_json, write_json
-from ..progress import console
-from ..report import ranked_arms, upgraded, write_seeds_report
+from ..io import write_json
+from ..progress import say
+from ..report import ranked_arms, read_metrics, upgraded, write_seeds_report
 from ..runlock import holding
 from .config import StudyConfig
 from .run import run_study
+from .study import Study
 
 AGGREGATE_SCHEMA = "i2iuda.study.aggregate/1"
 METRICS = ("PA", "MPA", "mIoU", "FWIoU", "delta_mIoU", "gap_closed")
@@ -138,13 +139,14 @@ def run_seeds(cfg: StudyConfig, run: str | Path, seeds: list[int], from_stage: s
               stop_after: str | None = None, progress: bool = True) -> dict:
     """The study once per seed in RUN/seed_S/, then RUN/metrics.json and the report of all seeds."""
     run = Path(run).resolve()
+    Study.resolve(replace(cfg, seed=seeds[0]), run)  # bad settings are refused before the folder is touched
     with holding(run):
         for i, s in enumerate(seeds):
-            console.print(f"[bold]seed {s}[/bold] ({i + 1} of {len(seeds)}): {run / f'seed_{s}'}")
+            say(f"seed {s} ({i + 1} of {len(seeds)}): {run / f'seed_{s}'}", "bold")
             run_study(replace(cfg, seed=s), run / f"seed_{s}", from_stage, stop_after, progress)
         if stop_after is not None:
             return {}
-        metrics = aggregate({s: read_json(run / f"seed_{s}" / "metrics.json") for s in seeds})
+        metrics = aggregate({s: read_metrics(run / f"seed_{s}" / "metrics.json") for s in seeds})
         write_json(run / "metrics.json", metrics)
         write_seeds_report(run)
         return metrics

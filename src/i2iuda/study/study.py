@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.datasets import parse_spec
+from ..errors import UserError
 from ..io import read_json
 from .arms import KINDS, Arm
 from .config import StudyConfig
@@ -22,6 +24,11 @@ class Study:
         root = cfg.data.synthetic_root or ""
         specs = {k: getattr(cfg.data, k).format(root=root) for k in ("source_train", "source_val", "target_train",
                                                                      "target_val")}
+        for key, spec in specs.items():  # a malformed spec is refused before anything runs
+            try:
+                parse_spec(spec)
+            except UserError as e:
+                raise UserError(f"data.{key}: {e}") from None
         study = cls(cfg, Path(run), specs)
         for kind in KINDS.values():  # each kind's arms see the arms listed before them
             study.arms.update((a.name, a) for a in kind.arms_of(study))
