@@ -147,12 +147,14 @@ def _segmenter(name: str, args, device, amp: str, cl: bool, size):
     arch = {"deeplabv3plus_r101": ["model.arch=deeplabv3plus", "model.backbone=resnet101"],
             "deeplabv2_r101": ["model.arch=deeplabv2", "model.backbone=resnet101"],
             "online_mic": ["model.arch=deeplabv3plus", f"model.backbone={'resnet18' if args.quick else 'resnet101'}",
-                           "online.mic=true"]}[name]
+                           "online.mic=true"],
+            "daformer_mitb5": _daformer(args)}[name]
     cfg = load_config(O.OnlineConfig, None, arch + [f"device={device}", f"amp={amp}", f"channels_last={str(cl).lower()}",
                                                    f"data.size=[{size[0]},{size[1]}]", "data.batch_size=2",
                                                    "train=x", "val=x", "target=x", "lr=0.001"])
     rt = init_runtime(str(device), amp, cl)
-    trainer = (O.OnlineTrainer if name == "online_mic" else SegmentTrainer)(cfg, rt, 10_000, None, None)
+    online = name in ("online_mic", "daformer_mitb5")
+    trainer = (O.OnlineTrainer if online else SegmentTrainer)(cfg, rt, 10_000, None, None)
     g = torch.Generator().manual_seed(0)
     fmt = torch.channels_last if cl else torch.contiguous_format
     x = [(torch.rand(2, 3, *size, generator=g) * 2 - 1).to(device).contiguous(memory_format=fmt) for _ in range(2)]
@@ -163,8 +165,23 @@ def _segmenter(name: str, args, device, amp: str, cl: bool, size):
     return step, lambda: list(trainer.model.parameters())
 
 
+def _daformer(args) -> list[str]:
+    """DAFormer's network and training (MiT-B5, or B0 for --quick) with the feature distance, whose
+    ImageNet encoder is a file written here (its weights do not change the cost)."""
+    from i2iuda.segmentation.daformer import DAFormer
+
+    backbone = "mit_b0" if args.quick else "mit_b5"
+    weights = Path(tempfile.gettempdir()) / f"i2iuda_gpu_check_{backbone}.pth"
+    if not weights.is_file():
+        torch.save(DAFormer(backbone).encoder.state_dict(), weights)
+    return ["model.arch=daformer", f"model.backbone={backbone}", f"model.pretrained={weights}", "optimizer=adamw",
+            "backbone_lr_mult=0.1", "norm_decay_mult=0", "online.alpha=0.999", "online.jitter=0.2",
+            "online.feature_distance=0.005", "online.ignore_top=0.0293", "online.ignore_bottom=0.2344"]
+
+
 TRAINERS = {"cyclegan": _translator, "cut": _translator, "cyclegan_sem": _translator,
-            "deeplabv3plus_r101": _segmenter, "deeplabv2_r101": _segmenter, "online_mic": _segmenter}
+            "deeplabv3plus_r101": _segmenter, "deeplabv2_r101": _segmenter, "online_mic": _segmenter,
+            "daformer_mitb5": _segmenter}
 
 
 def run_trainer(name: str, variant: str, args, device, steps: int) -> dict:

@@ -1,7 +1,14 @@
-"""The online self-training step (DACS, + MIC) against the plain segmenter step, side by side.
+"""The online self-training step (DACS, + MIC; DAFormer's network with DACS, + its feature
+distance) against the plain segmenter step, side by side.
 
     python benchmarks/online.py [--size 64x128] [--batch 8] [--steps 10] [--rounds 3] [--threads 1]
-                                [--device cpu] [--depth 4] [--json FILE]
+                                [--device cpu] [--depth 4] [--head 64] [--variants plain,dacs,...]
+                                [--json FILE]
+
+Variants: plain (DeepLabV3+ ResNet-10-T, the CPU preset's segmenter, one CE step), dacs, dacs+mic,
+daformer (MiT-B0 with a --head-channel DAFormer head, DACS and its training: param-wise AdamW,
+class-balanced crops do not enter a step), daformer+rcs+mic, daformer_head256 (the paper's head
+width), lite0+fd (DeepLabV3+ on EfficientNet-Lite0 with DACS and the ImageNet feature distance).
 
 Each variant runs in a process of its own (so that its peak memory is its own), the rounds
 alternate between the variants (so that a machine's drift hits each alike); reported: seconds
@@ -17,7 +24,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("plain", "dacs", "dacs+mic")
+VARIANTS = ("plain", "dacs", "dacs+mic", "daformer", "daformer+mic", "daformer_head256", "lite0", "lite0+fd")
 
 
 def one(variant: str, args) -> dict:
@@ -32,9 +39,22 @@ def one(variant: str, args) -> dict:
 
     torch.set_num_threads(args.threads)
     h, w = (int(v) for v in args.size.split("x"))
-    over = ["model.backbone=tu-resnet10t", f"model.encoder_depth={args.depth}", f"data.size=[{h},{w}]",
-            f"data.batch_size={args.batch}", f"device={args.device}", "optimizer=adamw", "lr=0.004",
-            "train=x", "val=x", "target=x", f"online.mic={'true' if 'mic' in variant else 'false'}"]
+    model = ["model.backbone=tu-resnet10t", f"model.encoder_depth={args.depth}"]
+    if variant.startswith("daformer"):
+        head = 256 if variant == "daformer_head256" else args.head
+        model = ["model.arch=daformer", "model.backbone=mit_b0", f"model.decoder_channels={head}", "norm_decay_mult=0"]
+    if variant.startswith("lite0"):
+        from pathlib import Path
+        import tempfile
+
+        from i2iuda.segmentation.models import ModelConfig, build_model
+
+        weights = Path(tempfile.gettempdir()) / "i2iuda_bench_lite0.pth"  # its values do not change the cost
+        torch.save(build_model(ModelConfig(backbone="tu-tf_efficientnet_lite0")).encoder.model.state_dict(), weights)
+        model = ["model.backbone=tu-tf_efficientnet_lite0", f"model.pretrained={weights}",
+                 f"online.feature_distance={0.005 if 'fd' in variant else 0}"]
+    over = model + [f"data.size=[{h},{w}]", f"data.batch_size={args.batch}", f"device={args.device}", "optimizer=adamw",
+                    "lr=0.004", "train=x", "val=x", "target=x", f"online.mic={'true' if 'mic' in variant else 'false'}"]
     cfg = load_config(O.OnlineConfig, None, over)
     rt = init_runtime(args.device)
     trainer = (SegmentTrainer if variant == "plain" else O.OnlineTrainer)(cfg, rt, 10_000, None, None)
@@ -78,6 +98,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--depth", type=int, default=5)
+    p.add_argument("--head", type=int, default=64, help="the DAFormer head's channels of the daformer variants")
+    p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", default=None)
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -85,16 +107,16 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, args)))
         return
-    runs = {v: [] for v in VARIANTS}
+    runs = {v: [] for v in args.variants.split(",")}
     for r in range(args.rounds):
-        for v in VARIANTS:
+        for v in runs:
             cmd = [sys.executable, __file__, "--one", v] + [a for a in sys.argv[1:] if a != "--json" and not a.endswith(".json")]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             runs[v].append(json.loads(out))
             print(f"round {r + 1}: {v:9s} {runs[v][-1]['s_per_step']:.3f} s/step", flush=True)
     med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     result = {"args": vars(args), "variants": {}}
-    base = med([x["s_per_step"] for x in runs["plain"]])
+    base = med([x["s_per_step"] for x in runs.get("plain") or next(iter(runs.values()))])
     for v, xs in runs.items():
         s = med([x["s_per_step"] for x in xs])
         result["variants"][v] = {"s_per_step": s, "vs_plain": s / base, "augment_share": med([x["augment_share"] for x in xs]),

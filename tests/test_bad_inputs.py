@@ -25,6 +25,7 @@ CASES = [  # (id, command line, what the line must say; damage: {file name: text
     ("run inf mic_lambda", ["run", "--out", "{T}/out", "online={x: {mic_lambda: inf}}"], r"online\.x\.mic_lambda=inf"),
     ("run nan beta", ["run", "--out", "{T}/out", "translate.methods={f: {method: fda, beta: nan}}"], r"model\.beta=nan"),
     ("translate nan lr", [*TRANSLATE, "model.lr=nan"], r"model\.lr=nan: expected a finite number"),
+    ("translate nan loss weight", [*TRANSLATE, "model.lambda_cycle=nan"], r"model\.lambda_cycle=nan"),
     ("segment nan momentum", [*SEGMENT, "momentum=nan"], r"momentum=nan"),
     ("adapt nan alpha", [*ADAPT, "online.alpha=nan"], r"online\.alpha=nan"),
     ("adapt inf weight", [*ADAPT, "online.mic_lambda=inf"], r"online\.mic_lambda=inf"),

@@ -19,10 +19,10 @@ def test_the_gpu_check_runs_its_code_paths_on_cpu(tmp_path):
     assert list(parts) == ["env", "trainers", "compile", "resume", "ddp", "apply", "eval", "mfu"] and result["ok"]
     rows = parts["trainers"]["rows"]
     assert {x["trainer"] for x in rows} == {"cyclegan", "cut", "cyclegan_sem", "deeplabv3plus_r101", "deeplabv2_r101",
-                                            "online_mic"}
+                                            "online_mic", "daformer_mitb5"}
     assert {x["variant"] for x in rows} == {"fp32", "bf16", "bf16-cl"}  # fp16 needs CUDA: skipped, with the reason
     assert all(x["losses_finite"] and x["weights_moved"] > 0 for x in rows)
-    assert len(parts["trainers"]["skipped"]) == 6 and all("CUDA-only" in s for s in parts["trainers"]["skipped"])
+    assert len(parts["trainers"]["skipped"]) == 7 and all("CUDA-only" in s for s in parts["trainers"]["skipped"])
     assert "CUDA only" in parts["compile"]["skipped"]
     assert parts["ddp"]["backend"] == "gloo" and parts["ddp"]["segment"]["rc"] == 0
     assert parts["resume"]["relative_loss_difference"] == 0.0  # on CPU the resume is exact

@@ -4,6 +4,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -16,8 +18,14 @@ from i2iuda.segmentation.evaluate import EvalProtocol, run_eval
 PRESET = Path(__file__).resolve().parents[1] / "configs" / "study_rehearsal_real_sizes.yaml"
 
 
-def test_the_published_preset_runs_at_real_sizes(tmp_path):
-    root = generate_real_sizes(tmp_path / "real", n_source=8, n_target_train=4, n_target_val=2, progress=False)
+@pytest.fixture(scope="module")
+def real_sizes(tmp_path_factory):
+    return generate_real_sizes(tmp_path_factory.mktemp("real"), n_source=8, n_target_train=4, n_target_val=2,
+                               progress=False)
+
+
+def test_the_published_preset_runs_at_real_sizes(tmp_path, real_sizes):
+    root = real_sizes
     specs = {"source_train": f"gta5:{root / 'gta5'}:train,val_fraction=0.25",
              "source_val": f"gta5:{root / 'gta5'}:val,val_fraction=0.25",
              "target_train": f"cityscapes:{root / 'cityscapes'}:train",
@@ -66,3 +74,30 @@ def test_the_published_preset_runs_at_real_sizes(tmp_path):
     preds = sorted((tmp_path / "slide" / "predictions").rglob("*.png"))
     assert r["frames"] == 2 and len(preds) == 2
     assert Image.open(preds[0]).size == (2048, 1024) and np.asarray(Image.open(preds[0])).max() < 19
+
+
+def test_the_daformer_preset_runs_at_real_sizes(tmp_path, real_sizes):
+    """study_gta5_cityscapes_daformer.yaml's paths at GTA5's and Cityscapes' sizes: MiT-B0 (tiny head),
+    its ImageNet encoder from a file for the feature distance, class-balanced 512x512 crops of the
+    720x1280 source, 512x1024 target frames, one online step on raw and FDA-translated source."""
+    from i2iuda.segmentation.daformer import DAFormer
+
+    torch.manual_seed(0)
+    weights = tmp_path / "mit_b0.pth"
+    torch.save(DAFormer("mit_b0").encoder.state_dict(), weights)
+    specs = {"source_train": f"gta5:{real_sizes / 'gta5'}:train,val_fraction=0.25",
+             "source_val": f"gta5:{real_sizes / 'gta5'}:val,val_fraction=0.25",
+             "target_train": f"cityscapes:{real_sizes / 'cityscapes'}:train",
+             "target_val": f"cityscapes:{real_sizes / 'cityscapes'}:val"}
+    preset = PRESET.parent / "study_rehearsal_daformer_real_sizes.yaml"
+    cfg = load_config(StudyConfig, preset, [f"data.{k}={v}" for k, v in specs.items()] + [f"segment.model.pretrained={weights}"])
+    run = tmp_path / "run"
+    metrics = run_study(cfg, run, progress=False)
+    assert set(metrics["arms"]) == {"source_only", "fda", "daformer", "fda_daformer"}
+    seg = yaml.safe_load((run / "segment" / "fda_daformer" / "config.yaml").read_text())
+    assert seg["model"]["arch"] == "daformer" and seg["data"]["crop"] == [512, 512] and seg["data"]["cat_max_ratio"] == 0.75
+    assert seg["online"]["feature_distance"] == 0.005 and seg["online"]["target_size"] == [512, 1024]
+    assert seg["norm_decay_mult"] == 0.0 and seg["fda_target"]  # FDA on the fly beneath DAFormer
+    losses = [json.loads(ln) for ln in (run / "segment" / "daformer" / "losses.jsonl").read_text().splitlines()]
+    assert "loss/FD" in losses[0] and (run / "segment" / "daformer" / "rcs.json").is_file()
+    assert json.loads((run / "eval" / "daformer" / "teacher.json").read_text())["mIoU"] >= 0

@@ -151,8 +151,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise UserError(f"{where}: expected a mapping, got {value!r}")
         item = typing.get_args(tp)[1] if typing.get_args(tp) else Any
-        if dataclasses.is_dataclass(item):  # e.g. dict[str, SelfTrain]: each value typed
-            return {k: _convert(item, v, f"{where}.{k}") for k, v in value.items()}
+        if dataclasses.is_dataclass(item) or item is dict or typing.get_origin(item) is dict:
+            # a mapping of entries (arms, per-method settings): an entry set to null is dropped (a
+            # preset's arm removed by the file that includes it); a dataclass entry is typed
+            return {k: _convert(item, v, f"{where}.{k}") if dataclasses.is_dataclass(item) else v
+                    for k, v in value.items() if v is not None}
         return value
     if origin is typing.Literal:
         if value not in typing.get_args(tp):

@@ -21,7 +21,10 @@ class AugmentConfig:
     size: tuple[int, int] = (180, 360)  # (H, W) every frame is first resized to
     scale: tuple[float, float] = (1.0, 1.0)  # random rescale of that size (1,1 = off)
     crop: tuple[int, int] | None = None  # random crop (H, W) after rescaling; None = no crop
+    # mmseg's cat_max_ratio (DAFormer's source crops: 0.75): up to 10 crops are drawn until no class
+    # covers this share of the crop's labelled pixels; None = off
     hflip: float = 0.5  # probability of a horizontal flip
+    cat_max_ratio: float | None = None
     blur: float = 0.0  # probability of a gaussian blur (image only)
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -60,6 +63,32 @@ class _Restyle:
         return tv_tensors.Image(self.restyle(img.as_subclass(torch.Tensor)) / 255)
 
 
+class ClassBalancedCrop(v2.RandomCrop):
+    """mmseg's RandomCrop with ``cat_max_ratio``: a crop is drawn again (10 draws at most, the last
+    kept) while one class covers ``max_ratio`` or more of its labelled pixels or it holds a single
+    class, so that crops of one road or one sky are rarer (DAFormer's GTA5 pipeline, 0.75)."""
+
+    def __init__(self, size: tuple[int, int], max_ratio: float, fill, tries: int = 10):
+        super().__init__(size, pad_if_needed=True, fill=fill)
+        self.max_ratio, self.tries = max_ratio, tries
+
+    def make_params(self, flat_inputs: list) -> dict:
+        masks = [x for x in flat_inputs if isinstance(x, tv_tensors.Mask)]
+        params = super().make_params(flat_inputs)
+        if not masks:
+            return params
+        mask = masks[0].as_subclass(torch.Tensor)
+        for _ in range(self.tries - 1):
+            left, top = params["left"] - params["padding"][0], params["top"] - params["padding"][1]
+            crop = mask[..., max(top, 0):top + params["height"], max(left, 0):left + params["width"]]
+            counts = torch.bincount(crop[crop != IGNORE].flatten().long())
+            counts = counts[counts > 0]
+            if len(counts) > 1 and counts.max() / counts.sum() < self.max_ratio:
+                break
+            params = super().make_params(flat_inputs)
+        return params
+
+
 def train_transform(cfg: AugmentConfig, restyle=None) -> JointTransform:
     """Resize, random rescale, crop and flip (image and mask), then blur and normalise (image).
 
@@ -72,8 +101,9 @@ def train_transform(cfg: AugmentConfig, restyle=None) -> JointTransform:
         lo, hi = int(round(h * cfg.scale[0])), int(round(h * cfg.scale[1]))
         geometric.append(v2.RandomResize(lo, hi + 1, antialias=True))
     if cfg.crop is not None:
-        geometric.append(v2.RandomCrop(tuple(cfg.crop), pad_if_needed=True,
-                                       fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}))
+        fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}
+        geometric.append(v2.RandomCrop(tuple(cfg.crop), pad_if_needed=True, fill=fill) if cfg.cat_max_ratio is None
+                         else ClassBalancedCrop(tuple(cfg.crop), cfg.cat_max_ratio, fill=fill))
     if cfg.hflip > 0:
         geometric.append(v2.RandomHorizontalFlip(cfg.hflip))
     blur = [v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 2.0))], p=cfg.blur)] if cfg.blur > 0 else []

@@ -21,17 +21,19 @@ from ..progress import say
 
 @dataclass
 class ModelConfig:
-    arch: Literal["deeplabv3plus", "deeplabv3", "deeplabv2"] = "deeplabv3plus"
-    backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 | mobilenet_v2 (light, for CPU) | any smp encoder
+    # daformer: DAFormer's head on a Mix Transformer (backbone mit_b0 ... mit_b5; segmentation/daformer.py)
+    arch: Literal["deeplabv3plus", "deeplabv3", "deeplabv2", "daformer"] = "deeplabv3plus"
+    backbone: str = "resnet101"  # resnet18 | resnet50 | resnet101 | mobilenet_v2 (light, for CPU) | mit_b5 | any smp encoder
     output_stride: Literal[8, 16] = 16
     # DeepLabV3/V3+ (smp) only: how many encoder stages feed the ASPP (4 drops the last ResNet
-    # stage, the dilated 512/2048-channel one: a light net for small frames) and the width of
-    # the ASPP and decoder
+    # stage, the dilated 512/2048-channel one: a light net for small frames); and the width of
+    # the ASPP and decoder (DAFormer's head: its embedding and fusion width, 256 in the paper)
     encoder_depth: Literal[4, 5] = 5
     decoder_channels: int = 256
     # ImageNet weights for the backbone: true (through smp / torchvision's download cache), or the
     # path of a weights file (safetensors, or a state dict read with weights_only) for machines
-    # without internet: its tensors must fit the backbone by name and shape (load_backbone)
+    # without internet: its tensors must fit the backbone by name and shape (load_backbone); for
+    # daformer also a DAFormer (mmseg) checkpoint, backbone and head (load_reference)
     pretrained: bool | str = False
     num_classes: int = 19
     sync_bn: bool = False  # SyncBatchNorm under DDP
@@ -88,11 +90,17 @@ class DeepLabV2(nn.Module):
 def build_model(cfg: ModelConfig) -> nn.Module:
     if isinstance(cfg.pretrained, str):  # a local weights file: built without, then loaded
         model = build_model(replace(cfg, pretrained=False))
-        load_backbone(model, cfg.pretrained)
+        (load_reference if cfg.arch == "daformer" else load_backbone)(model, cfg.pretrained)
         return model
     try:
         if cfg.arch == "deeplabv2":
             return DeepLabV2(cfg.num_classes, cfg.pretrained, cfg.backbone)
+        if cfg.arch == "daformer":
+            from .daformer import DAFormer
+
+            if cfg.decoder_channels < 8:
+                raise UserError(f"model.decoder_channels={cfg.decoder_channels!r}: expected at least 8")
+            return DAFormer(cfg.backbone, cfg.num_classes, cfg.decoder_channels, bool(cfg.pretrained))
         import segmentation_models_pytorch as smp
 
         cls = {"deeplabv3plus": smp.DeepLabV3Plus, "deeplabv3": smp.DeepLabV3}.get(cfg.arch)
@@ -202,6 +210,34 @@ def load_backbone(model: nn.Module, path: str | Path) -> None:
 SELECTED = ("best", "student")
 
 
+def load_reference(model: nn.Module, path: str | Path) -> None:
+    """Load DAFormer weights from a file in the reference's names (``daformer.reference_state``): a
+    SegFormer ``mit_bX.pth`` (the backbone), an mmseg segmentor or a DAFormer checkpoint (backbone
+    and head; of its three networks the student). Every backbone tensor must fit; the head loads
+    whole or not at all (then it starts fresh); what is left out is named."""
+    from .daformer import reference_state
+
+    path = Path(path)
+    tensors = _read_tensors(path)
+    check_finite(tensors, f"model.pretrained {path}")
+    mapped, left = reference_state(tensors)
+    want = model.state_dict()
+    fit = {k: v for k, (_, v) in mapped.items() if k in want and want[k].shape == v.shape}
+    left += [orig for k, (orig, _) in mapped.items() if k not in fit]
+    first = lambda xs: ", ".join(xs[:3]) + (", ..." if len(xs) > 3 else "")  # noqa: E731
+    counted = lambda part: [k for k in want if k.startswith(part) and not k.endswith("num_batches_tracked")]  # noqa: E731
+    missing = [k for k in counted("encoder.") if k not in fit]
+    head = counted("head.")
+    head_missing = [k for k in head if k not in fit]
+    if missing or (head_missing and len(head_missing) < len(head)):
+        part, lost, n = ("backbone", missing, len(counted("encoder."))) if missing else ("head", head_missing, len(head))
+        raise UserError(f"model.pretrained {path}: {n - len(lost)} of {n} {part} tensors fit ({len(lost)} missing or "
+                        f"of another shape: {first(lost)})")
+    model.load_state_dict(fit, strict=False)
+    what = "backbone and head" if not head_missing else "backbone (the head starts fresh)"
+    say(f"model.pretrained {path}: {what} loaded" + (f"; {len(left)} tensors left out ({first(left)})" if left else ""))
+
+
 def load_trained(run: str | Path, device: torch.device, which: str = "selected") -> tuple[nn.Module, dict]:
     """The model of a finished (or running) ``segment train`` or ``segment adapt`` run in eval mode,
     and its config dict: ``selected`` (the one it is evaluated with: SELECTED), ``teacher`` (an
@@ -232,6 +268,31 @@ def load_trained(run: str | Path, device: torch.device, which: str = "selected")
         raise UserError(f"{path}: its config names no usable segmentation model ({e})") from None
     load_into(model, tensors, path, f"a {config['model'].get('arch')}-{config['model'].get('backbone')}")
     return model.to(device).eval(), config
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    """The backbone of a segmenter: an smp model's and DAFormer's encoder, DeepLabV2's backbone."""
+    return model.backbone if isinstance(model, DeepLabV2) else model.encoder
+
+
+def last_stage(features) -> torch.Tensor:
+    """An encoder's last stage: the last of an smp encoder's feature list, or the tensor itself."""
+    return features[-1] if isinstance(features, (list, tuple)) else features
+
+
+class EncoderTap:
+    """Keeps what ``encoder`` returned in its last forward (with its graph): the segmenter's
+    features from the same forward as its logits, through DDP too (a hook, not a second call)."""
+
+    def __init__(self, encoder: nn.Module):
+        self.output = None
+        encoder.register_forward_hook(self._keep)
+
+    def _keep(self, module, inputs, output) -> None:
+        self.output = output
+
+    def __getstate__(self):  # the trainer is never pickled with a graph in it
+        return {"output": None}
 
 
 class FrozenSegmenter(nn.Module):

@@ -22,13 +22,27 @@ unlabelled target batch x_t of B frames each:
     alpha_t = min(1 - 1/(t + 1), alpha) after step t = 0, 1, ... (alpha 0.99 in DACS, 0.999 in
     DAFormer); the teacher's own BatchNorm statistics are its own.
 
+DAFormer's additions, as settings (any of them with any segmenter, as its ablations run them):
+the ImageNet feature distance (``feature_distance``), param-wise AdamW and warm-up (segment
+settings ``norm_decay_mult``, ``backbone_lr_mult``; ``warmup`` here), class-balanced source crops
+(``data.cat_max_ratio``), the pseudo-label margins (``ignore_top/bottom``) and EMA 0.999:
+
+    L_FD = lambda_FD mean over the cells c whose pooled source label is a thing class of
+           || F_theta(x_s)_c - F_ImageNet(x_s)_c ||_2            (F: the last encoder stage)
+
+with the label pooled as DAFormer's ``downscale_label_ratio``: each cell's majority class over the
+stride's pixels (void a class of its own), ignored where that share is under 0.75 or the class is
+void. A crop without such a cell gives 0 (the reference's mean over no cell is NaN, with no
+gradient). The teacher runs in training mode (BatchNorm with the target batch's statistics) with
+only dropout and drop-path off, as DAFormer's.
+
 Choices where the two reference codes differ or leave it open:
 - ClassMix draws the classes per source frame (DACS), not over the whole batch (DAFormer), and
   leaves ignore (255) out of the classes (DACS counts it as one: then void source pixels are
   pasted, labelled void). Frame i of the source batch is pasted into frame i of the target batch.
 - The teacher runs in training mode, as in DACS (its BatchNorm uses the target batch's
-  statistics); under DDP its statistics are averaged over the ranks, so every rank's teacher is
-  the same network.
+  statistics), with dropout and drop-path off (DAFormer; DACS's DeepLabV2 has none); under DDP
+  its statistics are averaged over the ranks, so every rank's teacher is the same network.
 - Model selection: the *student* at the end of the fixed schedule (both papers evaluate the
   student and take the last checkpoint): selecting on source val would favour the epochs that fit
   the source best, which is not what adaptation is for, and the target has no labels to select
@@ -69,11 +83,12 @@ from ..data.transforms import train_transform
 from ..errors import UserError
 from ..io import atomic_write_text, write_json
 from ..pictures import denormalize, grid
+from ..progress import say
 from ..runtime import Runtime, init_runtime, loader_workers, unwrap
 from ..training import Schedule, resolve_run_config, train_loop
 from .evaluate import EvalProtocol, evaluate
+from .models import EncoderTap, encoder_of, last_stage
 from .train import SegmentConfig, SegmentTrainer, labelled_source
-from ..progress import say
 
 
 @dataclass
@@ -90,7 +105,15 @@ class OnlineSettings:
     # rectification border): 15 and 120 rows of 512, as fractions of the crop height
     ignore_top: float = 0.0
     ignore_bottom: float = 0.0
-    warmup: float = 0.0  # linear lr warm-up over this fraction of the steps (DAFormer 1500 of 40000)
+    # linear lr warm-up over this fraction of the steps (DAFormer 1500 of 40000), from 1e-6 of the lr
+    # as mmcv's (lr = poly(t) * (1 - (1 - t/w) (1 - 1e-6)) for t < w)
+    warmup: float = 0.0
+    # DAFormer's ImageNet feature distance, its weight (DAFormer 0.005; 0 = off): the student's last
+    # encoder stage on the source frames kept near a frozen copy of the ImageNet-initialised
+    # encoder, at the cells whose label (pooled by the stride) is a thing class; needs model.pretrained
+    feature_distance: float = 0.0
+    feature_distance_classes: tuple[int, ...] = (6, 7, 11, 12, 13, 14, 15, 16, 17, 18)  # traffic light ... bicycle
+    feature_distance_min_ratio: float = 0.75  # a cell counts when this share of its pixels is its class
     rare_class_sampling: bool = False  # DAFormer's RCS
     rcs_temperature: float = 0.01
     rcs_min_pixels: float = 3000 / (1914 * 1052)  # of a frame's label pixels, for it to count as holding a class
@@ -106,6 +129,8 @@ class OnlineSettings:
     RANGES: ClassVar[dict] = {"alpha": adam_beta, "threshold": fraction, "jitter": between(0, 0.5),
                               "jitter_p": fraction, "blur_p": fraction, "blur_sigma": Range(lo=0, lo_open=True, ordered=True),
                               "ignore_top": between(0, 0.5), "ignore_bottom": between(0, 0.5), "warmup": between(0, 0.5),
+                              "feature_distance": at_least(0), "feature_distance_classes": between(0, NUM_CLASSES - 1),
+                              "feature_distance_min_ratio": fraction,
                               "rcs_temperature": positive, "rcs_min_pixels": fraction, "rcs_min_crop_pixels": fraction,
                               "mic_ratio": between(0, 1, hi_open=True), "mic_block": between(0, 1, lo_open=True),
                               "mic_lambda": at_least(0), "target_size": at_least(16)}
@@ -215,6 +240,43 @@ def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor
     return (weight * ce).mean()
 
 
+def pooled_labels(labels: torch.Tensor, factor: int, min_ratio: float, classes: int = NUM_CLASSES) -> torch.Tensor:
+    """(B, H, W) trainIds -> (B, H/f, W/f): each f x f cell's majority class, void (255) where that
+    class covers under ``min_ratio`` of the cell or is void itself (DAFormer's downscale_label_ratio)."""
+    one_hot = nnf.one_hot(labels.masked_fill(labels == IGNORE, classes).long(), classes + 1).permute(0, 3, 1, 2)
+    share, cls = nnf.avg_pool2d(one_hot.float(), factor).max(1)
+    return cls.masked_fill((cls == classes) | (share < min_ratio), IGNORE)
+
+
+def feature_distance(student: torch.Tensor, imagenet: torch.Tensor, labels: torch.Tensor, s: "OnlineSettings") -> torch.Tensor:
+    """The mean L2 distance over channels between the student's and the ImageNet encoder's last-stage
+    features (B, C, h, w) at the cells whose pooled label is one of the thing classes; 0 if none."""
+    factor = labels.shape[-1] // student.shape[-1]
+    if factor * student.shape[-1] != labels.shape[-1] or factor * student.shape[-2] != labels.shape[-2]:
+        raise ValueError(f"labels {tuple(labels.shape[-2:])} are not a whole multiple of the features "
+                         f"{tuple(student.shape[-2:])}")
+    pooled = pooled_labels(labels, factor, s.feature_distance_min_ratio)
+    things = torch.isin(pooled, torch.tensor(s.feature_distance_classes, device=pooled.device))
+    dist = (student.float() - imagenet.float()).norm(dim=1)
+    return (dist * things).sum() / things.sum().clamp(min=1)
+
+
+def without_dropout(net: torch.nn.Module) -> torch.nn.Module:
+    """``net`` in training mode (BatchNorm on batch statistics) with dropout and drop-path off."""
+    net.train()
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd) or type(m).__name__ == "DropPath":
+            m.training = False
+    return net
+
+
+def warmup_poly(t: int, total: int, warmup: int, power: float, ratio: float = 1e-6) -> float:
+    """mmcv's poly schedule with its linear warm-up, as a factor of the lr at step t (0-based):
+    (1 - t/total)^power, times 1 - (1 - t/warmup)(1 - ratio) for t < warmup."""
+    poly = max(0.0, 1 - t / total) ** power
+    return poly * (1 - (1 - t / warmup) * (1 - ratio)) if t < warmup else poly
+
+
 # --- rare-class sampling --------------------------------------------------------------------------
 
 def class_pixels(index, workers: int = 2) -> np.ndarray:
@@ -305,18 +367,27 @@ class OnlineTrainer(SegmentTrainer):
     step (module docstring). At the end of each epoch the student and the teacher are validated
     on the (translated) source val split and kept as student.safetensors and teacher.safetensors."""
 
-    show = ("CE", "mix", "q")
+    show = ("CE", "mix", "q", "FD")
 
     def __init__(self, cfg: OnlineConfig, rt: Runtime, total: int, val_index, run: Path):
         super().__init__(cfg, rt, total, val_index, run)
         s = cfg.online
         if s.warmup > 0:  # DAFormer: linear warm-up, then the poly decay
             w, power = max(round(s.warmup * total), 1), cfg.poly_power
-            self.sched = torch.optim.lr_scheduler.LambdaLR(
-                self.opt, lambda t: min(1.0, (t + 1) / w) * max(0.0, 1 - t / total) ** power)
-        self.teacher = copy.deepcopy(unwrap(self.model)).train()
+            self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda t: warmup_poly(t, total, w, power))
+        self.teacher = without_dropout(copy.deepcopy(unwrap(self.model)))
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+        self.imagenet = self.tap = None
+        if s.feature_distance > 0:  # the frozen ImageNet-initialised encoder, and a tap on the student's
+            if not cfg.model.pretrained:
+                raise UserError("online.feature_distance > 0 keeps the encoder near its ImageNet weights: set "
+                                "model.pretrained (true, or a weights file)")
+            encoder = encoder_of(unwrap(self.model))
+            self.imagenet = copy.deepcopy(encoder).eval()
+            for p in self.imagenet.parameters():
+                p.requires_grad_(False)
+            self.tap = EncoderTap(encoder)
         self.gen = torch.Generator().manual_seed(10_007 * cfg.seed + 101 * rt.rank + 3)  # mixes, augmentation, masks
         self.t = 0  # optimiser steps taken
         self.last = None
@@ -357,12 +428,19 @@ class OnlineTrainer(SegmentTrainer):
         with self.rt.autocast():
             logits = self.model(x_s)
         loss_s = nnf.cross_entropy(logits.float(), y_s, ignore_index=IGNORE)
+        out = {"CE": loss_s.detach()}
+        if self.imagenet is not None:  # on the source frames' forward: one backward for both
+            with torch.no_grad(), self.rt.autocast():
+                reference = last_stage(self.imagenet(x_s))
+            loss_fd = s.feature_distance * feature_distance(last_stage(self.tap.output), reference, y_s, s)
+            loss_s = loss_s + loss_fd
+            out["FD"] = loss_fd.detach()
         self.rt.backward(loss_s)
         with self.rt.autocast():
             logits = self.model(x_m)
         loss_m = weighted_ce(logits, y_m, w_m)
         self.rt.backward(loss_m)
-        out = {"CE": loss_s.detach(), "mix": loss_m.detach(), "q": q.detach()}
+        out.update(mix=loss_m.detach(), q=q.detach())
         x_k = None
         if s.mic:
             block = max(1, round(s.mic_block * x_t.shape[-2]))
@@ -387,6 +465,7 @@ class OnlineTrainer(SegmentTrainer):
                            workers=d.workers)
         teacher = evaluate(self.teacher, self.val_index, self.rt, protocol, resize_mask=True,
                            batch_size=d.batch_size, workers=d.workers)
+        without_dropout(self.teacher)  # (evaluate left it in plain training mode)
         self.history.append({"epoch": epoch, "step": step, "train_loss": mean_losses["CE"],
                              "mix_loss": mean_losses.get("mix"), "confidence_weight": mean_losses.get("q"),
                              **{k: student[k] for k in ("PA", "MPA", "mIoU", "FWIoU")},
@@ -406,6 +485,7 @@ class OnlineTrainer(SegmentTrainer):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.teacher.load_state_dict(state["teacher"])
+        without_dropout(self.teacher)
         self.gen.set_state(state["gen"].cpu())
         self.t = state["t"]
 
@@ -434,6 +514,8 @@ class OnlineTrainer(SegmentTrainer):
             parts.append(f"rare-class sampling (T {s.rcs_temperature:g})")
         if s.mic:
             parts.append(f"MIC ({100 * s.mic_ratio:.0f}% of patches masked)")
+        if s.feature_distance:
+            parts.append(f"ImageNet feature distance x{s.feature_distance:g}")
         return super().describe() + ", " + " + ".join(parts)
 
     def summary(self) -> dict:
@@ -456,7 +538,8 @@ def train_online(cfg: OnlineConfig, run: str | Path, resume: bool = False, stop_
     d = cfg.data
     aug, train_index, val_index, source, per_epoch = labelled_source(cfg, rt)
     # the target's labels (the synthetic benchmark has them) are never read
-    target_aug = replace(aug, size=tuple(cfg.online.target_size)) if cfg.online.target_size else aug
+    # the target's crops: plain (DAFormer's class-balanced crops are the source's)
+    target_aug = replace(aug, size=tuple(cfg.online.target_size or aug.size), cat_max_ratio=None)
     target = SegmentationDataset(build_index(cfg.target), Unlabelled(train_transform(target_aug)), with_labels=False)
     total = cfg.epochs * per_epoch
     trainer = OnlineTrainer(cfg, rt, total, val_index, run)

@@ -36,6 +36,9 @@ class SegmentData:
     size: tuple[int, int] = (180, 360)  # frames are resized to this (H, W) before augmentation
     scale: tuple[float, float] = (0.75, 1.5)  # random rescale
     crop: tuple[int, int] | None = (180, 360)  # random crop after rescaling (padded with ignore)
+    # crops redrawn (10 at most) while one class covers this share of their labelled pixels
+    # (mmseg's cat_max_ratio; DAFormer's GTA5 crops: 0.75); None = off
+    cat_max_ratio: float | None = None
     hflip: float = 0.5
     blur: float = 0.5  # probability of a gaussian blur
     batch_size: int = 8  # per process
@@ -43,7 +46,8 @@ class SegmentData:
     val_size: tuple[int, int] | None = None  # validation input size (None: data.size); labels resized too
 
     RANGES: ClassVar[dict] = {"size": at_least(16), "scale": Range(lo=0, lo_open=True, ordered=True),
-                              "crop": at_least(16), "hflip": fraction, "blur": fraction, "batch_size": at_least(1),
+                              "crop": at_least(16), "cat_max_ratio": Range(lo=0, hi=1, lo_open=True),
+                              "hflip": fraction, "blur": fraction, "batch_size": at_least(1),
                               "workers": at_least(0), "val_size": at_least(16)}
 
 
@@ -62,7 +66,10 @@ class SegmentConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-4
     poly_power: float = 0.9
-    backbone_lr_mult: float = 1.0  # 0.1 is common with pretrained backbones
+    backbone_lr_mult: float = 1.0  # 0.1 is common with pretrained backbones (DAFormer: the head at 10x)
+    # weight decay of the backbone's parameters whose names contain "norm", times this (DAFormer: 0,
+    # mmcv's paramwise custom key; a ResNet's BatchNorms are named bn and keep their decay)
+    norm_decay_mult: float = 1.0
     seed: int = 0
     device: str = "auto"
     amp: Literal["none", "bf16", "fp16"] = "none"
@@ -82,7 +89,8 @@ class SegmentConfig:
     # fda_beta: above 0.5 the window covers the whole spectrum (the frame becomes the target's)
     RANGES: ClassVar[dict] = {"epochs": at_least(1), "steps_per_epoch": at_least(1), "lr": positive,
                               "momentum": adam_beta, "weight_decay": at_least(0), "poly_power": at_least(0),
-                              "backbone_lr_mult": at_least(0), "seed": at_least(0), "log_every": at_least(1),
+                              "backbone_lr_mult": at_least(0), "norm_decay_mult": at_least(0), "seed": at_least(0),
+                              "log_every": at_least(1),
                               "checkpoint_every": at_least(1), "fda_beta": between(0, 0.5),
                               "mix_fraction": open_fraction}
 
@@ -92,6 +100,21 @@ def resolve_config(run: Path, config, overrides: list[str], resume: bool) -> Seg
     if not cfg.train or not cfg.val:
         raise UserError("give --train and --val (or train:/val: in the config)")
     return cfg
+
+
+def param_groups(model: torch.nn.Module, cfg: SegmentConfig) -> list[dict]:
+    """The optimiser's groups: the backbone at lr x backbone_lr_mult, the rest (the head) at lr;
+    with norm_decay_mult != 1, the backbone's "norm" parameters apart at weight_decay x it (as
+    DAFormer's paramwise config: head lr_mult 10, norm decay_mult 0)."""
+    backbone = [(n, p) for n, p in model.named_parameters() if n.startswith(("encoder.", "backbone."))]
+    head = [p for n, p in model.named_parameters() if not n.startswith(("encoder.", "backbone."))]
+    lr = cfg.lr * cfg.backbone_lr_mult
+    if cfg.norm_decay_mult == 1.0:
+        return [{"params": [p for _, p in backbone], "lr": lr}, {"params": head, "lr": cfg.lr}]
+    return [{"params": [p for n, p in backbone if "norm" not in n], "lr": lr},
+            {"params": [p for n, p in backbone if "norm" in n], "lr": lr,
+             "weight_decay": cfg.weight_decay * cfg.norm_decay_mult},
+            {"params": head, "lr": cfg.lr}]
 
 
 class SegmentTrainer(Trainer):
@@ -113,9 +136,7 @@ class SegmentTrainer(Trainer):
                 model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
             elif rt.is_main:
                 say("model.sync_bn: SyncBatchNorm needs CUDA; on CPU each process keeps its own BatchNorm")
-        backbone = [p for n, p in model.named_parameters() if n.startswith(("encoder.", "backbone."))]
-        head = [p for n, p in model.named_parameters() if not n.startswith(("encoder.", "backbone."))]
-        groups = [{"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}, {"params": head, "lr": cfg.lr}]
+        groups = param_groups(model, cfg)
         if cfg.optimizer == "adamw":
             self.opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         else:
@@ -176,7 +197,7 @@ def labelled_source(cfg: SegmentConfig, rt: Runtime):
     indexes, the train set (FDA-restyled on the fly where asked) and the steps of an epoch."""
     d = cfg.data
     aug = AugmentConfig(size=tuple(d.size), scale=tuple(d.scale), crop=tuple(d.crop) if d.crop else None,
-                        hflip=d.hflip, blur=d.blur)
+                        cat_max_ratio=d.cat_max_ratio, hflip=d.hflip, blur=d.blur)
     train_index = build_index(cfg.train)
     if not train_index.labelled:
         raise UserError(f"train {cfg.train}: has no labels")

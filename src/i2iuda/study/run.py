@@ -82,6 +82,8 @@ def _run_study(study: Study, todo: list, names: list[str], from_stage: str | Non
         h = stage_hash(stage_config(study, kind, arm))
         folder = stage_folder(study, kind, arm)
         done = stages.done(name, h) and (folder is None or folder.exists())  # a deleted folder is redone
+        if kind == "report" and jobs:  # the report reads every stage: any stage run again redoes it
+            done = False
         bad = damaged(study, kind, arm) if done else None
         if done and bad is None:
             say(f"stage {name}: done, skipped", "dim")

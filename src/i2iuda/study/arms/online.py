@@ -6,13 +6,16 @@ evaluated."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
-from ...config import at_least, to_dict
+from ...config import at_least, from_dict, merge, to_dict
 from ...errors import UserError
-from ...io import read_json
+from ...io import read_json, write_json
+from ...runtime import init_runtime
+from ...segmentation.evaluate import EvalProtocol, evaluate
+from ...segmentation.models import load_trained
 from ...segmentation.online import OnlineConfig, OnlineSettings, train_online
 from .base import EVALUATE, ONLINE, Arm, can_resume, check_name, project, stage_name
 from .source_only import SourceOnly
@@ -28,6 +31,10 @@ class OnlineArm(OnlineSettings):
     # the schedule's length in steps (None: the segment settings'; the number of epochs, i.e. of
     # validations, stays the segment settings'): DACS trains 250k iterations, DAFormer and MIC 40k
     steps: int | None = None
+    # the study's segment settings as this arm changes them (its own segmenter and optimiser, e.g.
+    # DAFormer's: {model: {arch: daformer, backbone: mit_b5}, lr: 6.0e-4, backbone_lr_mult: 0.1,
+    # norm_decay_mult: 0}; its batch: {data: {batch_size: 2}}); its source arm's data stay
+    segment: dict = field(default_factory=dict)
 
     RANGES: ClassVar[dict] = {**OnlineSettings.RANGES, "steps": at_least(1)}
 
@@ -64,9 +71,11 @@ class Online(Arm):
         return [("segment", ONLINE), ("evaluate", EVALUATE)]
 
     def stage_config(self, stage: str) -> dict:
-        """Its source arm's segment stage and the method's settings."""
-        segment = {**self.source.stage_config("segment"), "arm": self.KIND, "online": to_dict(self.settings)}
-        return segment if stage == "segment" else {**segment, "eval": self.eval_settings()}
+        """Its source arm's segment stage and the method's settings (and, since the teacher lost its
+        dropout and the warm-up became mmcv's, that: arms trained before are trained again)."""
+        segment = {**self.source.stage_config("segment"), "arm": self.KIND, "online": to_dict(self.settings),
+                   "teacher": "without dropout"}
+        return segment if stage == "segment" else {**segment, "eval": self.eval_settings(), "teacher_scored": True}
 
     def needs(self, stage: str) -> set[str]:
         if stage == "segment":
@@ -76,10 +85,25 @@ class Online(Arm):
     def segment_config(self) -> OnlineConfig:
         """The source arm's training set (and its FDA on the fly), the target's frames."""
         seg = self.source.segment_config()
+        if self.settings.segment:
+            where = f"online.{self.name}.segment"
+            changed = merge(to_dict(seg), {k: v for k, v in self.settings.segment.items() if k not in ("train", "val")})
+            seg = from_dict(type(seg), changed, where)
         if self.settings.steps:
             seg = replace(seg, steps_per_epoch=max(1, self.settings.steps // seg.epochs))
         return OnlineConfig(**{f.name: getattr(seg, f.name) for f in fields(seg)},
                             target=self.study.specs["target_train"], online=project(self.settings, OnlineSettings))
+
+    def evaluate(self, progress: bool) -> None:
+        """The last student on target val, and its EMA teacher beside it (eval/ARM/teacher.json: a
+        diagnostic with target labels, never used to select anything)."""
+        super().evaluate(progress)
+        cfg, out = self.study.cfg, self.folder("evaluate")
+        rt = init_runtime(cfg.segment.device)
+        teacher, mcfg = load_trained(self.folder("segment"), rt.device, which="teacher")
+        protocol = replace(project(cfg.eval, EvalProtocol), size=tuple(mcfg["data"]["size"]))
+        r = evaluate(teacher, self.study.specs["target_val"], rt, protocol, workers=cfg.workers)
+        write_json(out / "teacher.json", {k: r[k] for k in ("PA", "MPA", "mIoU", "FWIoU", "per_class_IoU")})
 
     def run(self, stage: str, progress: bool) -> None:
         if stage == "segment":
@@ -93,8 +117,10 @@ class Online(Arm):
         history = read_json(self.folder("segment") / "history.json", None)
         if history:  # the last epoch's weight and source-val curves
             last = history[-1]
+            teacher = read_json(self.folder("evaluate") / "teacher.json", {})
             row["online"] = {"source": self.source.name, "confidence_weight": last.get("confidence_weight"),
-                             "student_source_val_mIoU": last["mIoU"], "teacher_source_val_mIoU": last.get("teacher_mIoU")}
+                             "student_source_val_mIoU": last["mIoU"], "teacher_source_val_mIoU": last.get("teacher_mIoU"),
+                             "teacher_mIoU": teacher.get("mIoU")}
         return row
 
     def manifest(self) -> dict:
@@ -158,5 +184,8 @@ class Online(Arm):
         o = metrics.get("online") or {}
         if o.get("confidence_weight") is not None:
             md += [f"At the end: confidence weight {o['confidence_weight']:.3f} (last epoch's mean); source-val mIoU "
-                   f"student {o['student_source_val_mIoU']:.2f}, teacher {o['teacher_source_val_mIoU']:.2f}.", ""]
+                   f"student {o['student_source_val_mIoU']:.2f}, teacher {o['teacher_source_val_mIoU']:.2f}"
+                   + (f"; target val mIoU of the EMA teacher {o['teacher_mIoU']:.2f} beside the student's "
+                      f"{metrics['mIoU']:.2f} (a diagnostic: the student is what the arm is scored with)"
+                      if o.get("teacher_mIoU") is not None else "") + ".", ""]
         return md
