@@ -62,3 +62,20 @@ def scores(conf: np.ndarray | torch.Tensor, classes: tuple[int, ...] | None = No
         "per_class_acc": {names[i]: (100 * float(acc[i]) if np.isfinite(acc[i]) else None) for i in sel},
         "pixels": int(total),
     }
+
+
+def flip_table(conf: np.ndarray | torch.Tensor, names: tuple[str, ...] = CLASS_NAMES, top: int = 8,
+               min_share: float = 1.0) -> dict:
+    """What a translation did to each class's meaning, from a confusion matrix of (what a pixel is
+    in the reference: the source label, or a judge's reading of the source frame) x (what a judge
+    reads in the translated frame): per class c, the share (%) of its pixels still read as c, and
+    the largest flips c -> c' (c' != c) of at least ``min_share`` % of c's pixels, largest first."""
+    p = np.asarray(conf.cpu() if isinstance(conf, torch.Tensor) else conf, dtype=np.float64)
+    rows = p.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = 100 * p / rows[:, None]
+    kept = {names[c]: float(share[c, c]) for c in range(len(names)) if rows[c] > 0}
+    flips = [{"from": names[c], "to": names[d], "share": float(share[c, d]), "pixels": int(p[c, d])}
+             for c in range(len(names)) for d in range(len(names))
+             if c != d and rows[c] > 0 and share[c, d] >= min_share]
+    return {"kept": kept, "top": sorted(flips, key=lambda f: -f["share"])[:top]}

@@ -295,15 +295,25 @@ def translation_quality(rows: dict, fmt) -> list[str]:
            + "**FCN-score**: the oracle segmenter, trained on *target labels*, on these frames against their source "
            "labels (Isola et al.): a diagnostic that uses labels no UDA user has, never used to select anything. "
            "(FCN-score PA is what the failure gallery ranks frames by, pooled over all frames.) "
-           "Lower KID/FID and higher FCN-score mean more target-like frames that keep their labels' meaning.", "",
-           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | translator training (s) |",
-           "|---|---|---|---|---|---|"]
+           "Lower KID/FID and higher FCN-score mean more target-like frames that keep their labels' meaning. "
+           "**Checkerboard** (dB; appearance.py): the spectral peaks at the periods of the generator's up-sampling "
+           "against their neighbourhood (the target's own frames give the floor: "
+           + (f"{fmt(next((rows[a]['translation'].get('target_checkerboard_db') for a in scored), None))} dB). "
+              if any(rows[a]["translation"].get("target_checkerboard_db") is not None for a in scored) else "–). ")
+           + "**Cast**: the distance of the frames' mean a*b* colour from the target's (CIE Lab), **chroma**: their "
+           "mean saturation's difference. **Flips**: the mean share of a class's pixels read as another class after "
+           "translation, by the judge against the source labels (with the oracle: needs target labels) and by "
+           "source-only against its own reading of the source frame (label-free).", "",
+           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | checkerboard (dB) | cast | chroma | flips (%) "
+           "| flips, label-free (%) | translator training (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in scored:
         t, r = rows[a]["translation"], rows[a]
         raw = " (raw source)" if r["bound"] == "lower" else ""
         out.append(f"| {nice(a, r['bound'])}{raw} | {fmt(t.get('KID'))} | {fmt(t.get('FID'), d=1)} | "
-                   f"{fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | "
-                   f"{fmt(r.get('translator_seconds'), d=0)} |")
+                   f"{fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | {fmt(t.get('checkerboard_db'))} | "
+                   f"{fmt(t.get('cast'))} | {fmt(t.get('chroma_shift'))} | {fmt(r.get('flips_mean'), d=1)} | "
+                   f"{fmt(r.get('flips_label_free_mean'), d=1)} | {fmt(r.get('translator_seconds'), d=0)} |")
     return out
 
 

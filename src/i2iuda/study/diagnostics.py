@@ -1,20 +1,27 @@
 """The evaluate stage's diagnostics that need models, made where the models are (the report reads
-the files): how target-like an arm's training frames are (FCN-score, KID/FID), the failure
-gallery of a translation arm, and the pseudo-labels of a self-training arm. Each takes the arm
+the files): how target-like an arm's training frames are and how they look (FCN-score, KID/FID,
+checkerboard, colour cast), what a translation arm's translator did to the frames' meaning (its
+failure gallery and flip tables), and the pseudo-labels of a self-training arm. Each takes the arm
 (which knows its study) and the folder to write into."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from .. import appearance
 from ..data import labels as L
 from ..data.datasets import build_index, load_pair, read_image, read_label
+from ..data.transforms import eval_transform
 from ..fid import HOW_TO_GET, load_inception, score
-from ..io import save_png, write_json
+from ..io import read_json, save_png, write_json
+from ..metrics import confusion_matrix, flip_table
 from ..pictures import grid
 from ..progress import say
 from ..runtime import init_runtime
-from ..segmentation.evaluate import EvalProtocol, evaluate, frame_agreement
+from ..segmentation.evaluate import EvalProtocol, classes_at, evaluate, frame_agreement
 from ..segmentation.models import load_trained
 from ..segmentation.predict import pseudo_label_quality
 
@@ -48,10 +55,14 @@ def translation_scores(arm, out: Path) -> None:
                 source labels (Isola et al.'s FCN-score): a diagnostic that needs labels no UDA user
                 has, never used to select anything; only with the oracle on
     kid_fid     KID (x 1000) and FID against target train frames, eval.kid_fid frames a side (fid.py);
-                the target's features are cached in RUN/fid_cache and computed once"""
+                the target's features are cached in RUN/fid_cache and computed once
+    appearance  the frames' checkerboard score and mean colour, and their colour shift against the
+                target train frames' (appearance.py; the target's own, beside: its floor), over the
+                first ``LOOKED_AT`` frames of each"""
     study = arm.study
     cfg, frames = study.cfg, arm.trained_on()
-    result: dict[str, Any] = {"frames": frames, "fcn_score": None, "kid_fid": None}
+    result: dict[str, Any] = {"frames": frames, "fcn_score": None, "kid_fid": None,
+                              "appearance": look(frames, target_look(study))}
     if study.oracle is not None:
         rt = init_runtime(cfg.segment.device)
         model, mcfg = load_trained(study.oracle.folder("segment"), rt.device)
@@ -68,14 +79,74 @@ def translation_scores(arm, out: Path) -> None:
     write_json(out / "translation.json", result)
 
 
+LOOKED_AT = 200  # frames a set's appearance is measured on
+
+
+def frames_of(spec: str, n: int = LOOKED_AT) -> list[np.ndarray]:
+    return [read_image(s.image) for s in build_index(spec).samples[:n]]
+
+
+def target_look(study) -> dict:
+    """The target train frames' checkerboard score and colour: RUN/appearance_target.json, measured once."""
+    cache = study.run / "appearance_target.json"
+    spec = study.specs["target_train"]
+    cached = read_json(cache, None)
+    if cached is None or cached.get("frames") != spec:
+        target = frames_of(spec)
+        cached = {"frames": spec, "checkerboard_db": appearance.checkerboard_db(target), "colour": appearance.colour(target)}
+        write_json(cache, cached)
+    return cached
+
+
+def look(spec: str, target: dict) -> dict:
+    frames = frames_of(spec)
+    c = appearance.colour(frames)
+    return {"checkerboard_db": appearance.checkerboard_db(frames), "colour": c,
+            "colour_shift": appearance.colour_shift(c, target["colour"]),
+            "target_checkerboard_db": target["checkerboard_db"], "target_colour": target["colour"]}
+
+
+@torch.no_grad()
+def readings(model, spec: str, size: tuple[int, int], rt, n: int, batch: int = 16) -> dict[str, np.ndarray]:
+    """A segmenter's class maps of the first ``n`` frames of a set, at each frame's size, by name."""
+    index, tf, out = build_index(spec), eval_transform(size), {}
+    model.eval()
+    samples = index.samples[:n]
+    for i in range(0, len(samples), batch):
+        chunk = [(s, read_image(s.image)) for s in samples[i:i + batch]]
+        x = rt.to_device(torch.stack([tf(image, None)[0] for _, image in chunk]))
+        for (s, image), pred in zip(chunk, classes_at(model, x, [image.shape[:2] for _, image in chunk])):
+            out[s.rel] = pred.cpu().numpy()
+    return out
+
+
+def flips(pairs) -> dict:
+    """The flip table (metrics.flip_table) of (reference, reading) class maps; 255 in either left out."""
+    conf = torch.zeros(L.NUM_CLASSES, L.NUM_CLASSES, dtype=torch.int64)
+    for ref, read in pairs:
+        conf += confusion_matrix(torch.from_numpy(read.astype(np.int64)), torch.from_numpy(ref.astype(np.int64)),
+                                 L.NUM_CLASSES)
+    return flip_table(conf)
+
+
 def failure_gallery(arm, out: Path, n_frames: int = 200, k: int = 6) -> None:
     """out/failures.png and failures.json: the arm's translated source val frames where the study's
-    judge (the oracle, else source-only) agrees least with the source label."""
+    judge (the oracle, else source-only) agrees least with the source label; and two flip tables of
+    what the translation did to each class: the judge's reading of the translated frames against
+    the source labels (with the oracle as the judge, it needs target labels: a diagnostic of the
+    benchmark), and the label-free one, the source-only segmenter's reading of the translated frame
+    against its reading of the source frame."""
     study = arm.study
     judge = study.judge
     rt = init_runtime(study.cfg.segment.device)
     model, mcfg = load_trained(judge.folder("segment"), rt.device)
     rows = frame_agreement(model, arm.trained_on(), tuple(mcfg["data"]["size"]), rt, n_frames)
+    judged = flips((r["label"], r["pred"]) for r in rows)
+    so, so_cfg = load_trained(study.baseline.folder("segment"), rt.device)
+    size = tuple(so_cfg["data"]["size"])
+    before = readings(so, study.specs["source_val"], size, rt, n_frames)
+    after = readings(so, arm.trained_on(), size, rt, n_frames)
+    label_free = flips((before[name], after[name]) for name in after if name in before)
     source_root = build_index(study.specs["source_val"]).root
     worst = rows[:k]
     pics = []
@@ -87,4 +158,7 @@ def failure_gallery(arm, out: Path, n_frames: int = 200, k: int = 6) -> None:
                                         captions=["source", "translated", "source label", f"{judge.name} sees"]))
     write_json(out / "failures.json", {"judge": judge.name, "judge_bound": judge.BOUND, "frames_scored": len(rows),
                                        "mean_agreement": sum(r["agreement"] for r in rows) / len(rows),
-                                       "worst": [{"name": r["name"], "agreement": r["agreement"]} for r in worst]})
+                                       "worst": [{"name": r["name"], "agreement": r["agreement"]} for r in worst],
+                                       "flips": {**judged, "judge": judge.name,
+                                                 "needs_target_labels": judge.BOUND == "upper"},
+                                       "flips_label_free": {**label_free, "judge": study.baseline.name}})

@@ -68,6 +68,9 @@ class CUTConfig:
     ngf: int = 64
     ndf: int = 64
     d_layers: int = 3  # PatchGAN depth: 3 -> 70x70 patches, 2 -> 34x34, 1 -> 16x16 (see gan.py)
+    # down- and up-sampling of G and D: transposed (CycleGAN's; this module's so far), resize, antialias
+    # (the reference's default); gan.py's docstring
+    sampling: Literal["transposed", "resize", "antialias"] = "transposed"
     n_blocks: int = 9
     lambda_gan: float = 1.0
     # None: the mode's value (cut: 1.0, on, off; fastcut: 10.0, off, on); filled in when loaded
@@ -98,16 +101,19 @@ class CUTConfig:
 
 # --- PatchNCE -----------------------------------------------------------------------------------
 
-def nce_layers(n_blocks: int) -> list[int]:
-    """Indices into ``Generator.model`` of the reference's layers 0, 4, 8, 12, 16 (module docstring)."""
+def nce_layers(n_blocks: int, G: Generator | None = None) -> list[int]:
+    """Indices into ``Generator.model`` of the reference's layers 0, 4, 8, 12, 16 (module docstring):
+    the padded input, the two down-sampling convolutions, the first and the fifth residual block
+    (with anti-aliased sampling the reference's own indices)."""
     if n_blocks < 1:
         raise ValueError("CUT needs at least one residual block")
-    return sorted({0, 4, 7, 10, 10 + min(4, n_blocks - 1)})
+    down, first = (G.down_convs, G.first_block) if G is not None else ([4, 7], 10)
+    return sorted({0, *down, first, first + min(4, n_blocks - 1)})
 
 
 def layer_channels(ngf: int, n_blocks: int) -> list[int]:
-    width = {0: 3, 4: 2 * ngf, 7: 4 * ngf}
-    return [width.get(i, 4 * ngf) for i in nce_layers(n_blocks)]
+    """The channels at the five layers: RGB, 2 ngf, 4 ngf, then 4 ngf in the residual blocks."""
+    return [3, 2 * ngf, 4 * ngf, 4 * ngf, 4 * ngf][:len(nce_layers(n_blocks))]
 
 
 def encode(G: Generator, x: torch.Tensor, layers: list[int]) -> list[torch.Tensor]:
@@ -178,9 +184,9 @@ class NCEGenerator(nn.Module):
     def __init__(self, cfg: CUTConfig):
         super().__init__()
         self.cfg = cfg
-        self.G = Generator(cfg.ngf, cfg.n_blocks)
+        self.G = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling)
         self.H = PatchHeads(layer_channels(cfg.ngf, cfg.n_blocks), cfg.head_dim)
-        self.layers = nce_layers(cfg.n_blocks)
+        self.layers = nce_layers(cfg.n_blocks, self.G)
 
     def nce(self, x: torch.Tensor, y: torch.Tensor, flipped: bool, gen: torch.Generator) -> torch.Tensor:
         """PatchNCE(x -> y = G(x)) averaged over layers (lambda applied by the caller)."""
@@ -243,7 +249,7 @@ class CUT(Translator):
         gen_h.to(rt.device)
         if not training:
             return cls(cfg, gen_h, rt=rt)
-        D = Discriminator(cfg.ndf, cfg.d_layers)
+        D = Discriminator(cfg.ndf, cfg.d_layers, cfg.sampling)
         init_weights(D, kind="xavier")
         D.to(rt.device)
         if rt.channels_last:
@@ -332,7 +338,8 @@ class CUT(Translator):
         p = patch_size(c.d_layers)
         return (f"{'FastCUT' if c.mode == 'fastcut' else 'CUT'} ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, "
                 f"lambda_NCE={c.lambda_nce:g}, NCE identity {'on' if c.nce_idt else 'off'}, "
-                f"flip-equivariance {'on' if c.flip_equivariance else 'off'}, {c.num_patches} patches/layer")
+                f"flip-equivariance {'on' if c.flip_equivariance else 'off'}, {c.num_patches} patches/layer"
+                + (f", {c.sampling} sampling" if c.sampling != "transposed" else ""))
 
     # -- inference (Translator) --
     @torch.no_grad()

@@ -48,7 +48,12 @@ class CycleGANConfig:
     d_layers: int = 3
     n_blocks: int = 9  # residual blocks (9 for 256x256 and larger, 6 for 128x128 in the paper)
     lambda_cycle: float = 10.0
-    identity: bool = False  # identity loss ||G(t) - t|| + ||F(s) - s||, weight 0.5 * lambda_cycle
+    identity: bool = False  # identity loss ||G(t) - t|| + ||F(s) - s||, weight lambda_identity * lambda_cycle
+    lambda_identity: float = 0.5  # the identity loss's weight, a share of lambda_cycle (the paper's 0.5)
+    # down- and up-sampling of G and F (and D's): transposed (the paper's), resize, antialias (CUT's);
+    # gan.py's docstring
+    sampling: Literal["transposed", "resize", "antialias"] = "transposed"
+    init_gain: float = 0.02  # std of the N(0, gain) initial weights (the reference's)
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -63,10 +68,16 @@ class CycleGANConfig:
     # not); ``labels`` = the source label itself, TLlib's variant (it also pushes G to make frames
     # f segments correctly, which can teach G to paint f's cues rather than the target's look).
     semantic_targets: Literal["pseudo", "labels"] = "pseudo"
+    # ProCST's label-cycle loss (weight; 0 = off, ProCST's is 1): the frozen source segmenter f
+    # (semantic_model, as CyCADA's) must read the source labels in the reconstruction F(G(x_s)),
+    #     L_lc = CE(f(F(G(x_s))), y_s)
+    # where f is reliable (a source-looking frame) and the labels are the true ones
+    label_cycle: float = 0.0
 
     RANGES: ClassVar[dict] = {"ngf": at_least(1), "ndf": at_least(1), "d_layers": between(1, 5), "n_blocks": at_least(0),
-                              "lambda_cycle": at_least(0), "lr": positive, "beta1": adam_beta, "beta2": adam_beta,
-                              "pool_size": at_least(0), "semantic": at_least(0)}
+                              "lambda_cycle": at_least(0), "lambda_identity": at_least(0), "init_gain": positive,
+                              "lr": positive, "beta1": adam_beta, "beta2": adam_beta, "pool_size": at_least(0),
+                              "semantic": at_least(0), "label_cycle": at_least(0)}
 
 
 # --- the image pool --------------------------------------------------------------------------
@@ -114,8 +125,8 @@ class Generators(nn.Module):
 
     def __init__(self, cfg: CycleGANConfig):
         super().__init__()
-        self.G = Generator(cfg.ngf, cfg.n_blocks)  # S -> T
-        self.F = Generator(cfg.ngf, cfg.n_blocks)  # T -> S
+        self.G = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling)  # S -> T
+        self.F = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling)  # T -> S
         self.identity = cfg.identity
 
     def forward(self, real_s: torch.Tensor, real_t: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -137,8 +148,8 @@ class Discriminators(nn.Module):
 
     def __init__(self, cfg: CycleGANConfig):
         super().__init__()
-        self.D_T = Discriminator(cfg.ndf, cfg.d_layers)
-        self.D_S = Discriminator(cfg.ndf, cfg.d_layers)
+        self.D_T = Discriminator(cfg.ndf, cfg.d_layers, cfg.sampling)
+        self.D_S = Discriminator(cfg.ndf, cfg.d_layers, cfg.sampling)
 
     def forward(self, real_s, fake_s, real_t, fake_t) -> dict[str, torch.Tensor]:
         # halved so that D learns slower than G (paper, section 4)
@@ -190,10 +201,10 @@ class CycleGAN(Translator):
         m.rt = rt
         if not training:
             return m
-        if cfg.semantic:
+        if cfg.semantic or cfg.label_cycle:
             if judge is None:
-                raise UserError("model.semantic > 0 needs model.semantic_model: a 'segment train' run trained on "
-                                "the source, whose segmenter judges the translated frames")
+                raise UserError("model.semantic or model.label_cycle > 0 needs model.semantic_model: a 'segment train' "
+                                "run trained on the source, whose segmenter reads the translator's frames")
             m.f = judge.to(rt.device)
         m.gens, m.discs = distributed(m.gens, rt), distributed(m.discs, rt)
         m.scheds = schedulers((m.opt_g, m.opt_d), tcfg, total_steps)
@@ -201,7 +212,7 @@ class CycleGAN(Translator):
 
     @classmethod
     def judge_run(cls, model: CycleGANConfig) -> str | None:
-        return model.semantic_model if model.semantic else None
+        return model.semantic_model if model.semantic or model.label_cycle else None
 
     @classmethod
     def with_judge_run(cls, model: CycleGANConfig, run: str) -> CycleGANConfig:
@@ -209,7 +220,7 @@ class CycleGAN(Translator):
 
     @classmethod
     def source_labels(cls, model: CycleGANConfig) -> bool:
-        return bool(model.semantic) and model.semantic_targets == "labels"
+        return bool(model.label_cycle) or (bool(model.semantic) and model.semantic_targets == "labels")
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:
@@ -234,12 +245,16 @@ class CycleGAN(Translator):
                 "cycle_t": nnf.l1_loss(out["rec_t"].float(), real_t.float()) * lam,
             }
             if self.cfg.identity:
-                loss["idt_t"] = nnf.l1_loss(out["idt_t"].float(), real_t.float()) * lam * 0.5
-                loss["idt_s"] = nnf.l1_loss(out["idt_s"].float(), real_s.float()) * lam * 0.5
+                idt = lam * self.cfg.lambda_identity
+                loss["idt_t"] = nnf.l1_loss(out["idt_t"].float(), real_t.float()) * idt
+                loss["idt_s"] = nnf.l1_loss(out["idt_s"].float(), real_s.float()) * idt
             if self.cfg.semantic:
                 labels = batch.get("source_label") if self.cfg.semantic_targets == "labels" else None
                 sem = semantic_loss(self.f, real_s, real_t, out["fake_t"], out["fake_s"], labels)
                 loss.update({k: v * self.cfg.semantic for k, v in sem.items()})
+            if self.cfg.label_cycle:  # ProCST: f reads the source labels in F(G(x_s))
+                loss["label_cycle"] = self.cfg.label_cycle * nnf.cross_entropy(
+                    self.f(out["rec_s"]).float(), batch["source_label"], ignore_index=255)
         loss_g = sum(loss.values())
         self.opt_g.zero_grad(set_to_none=True)
         self.rt.backward(loss_g)
@@ -295,8 +310,11 @@ class CycleGAN(Translator):
         p = patch_size(c.d_layers)
         sem = (f", CyCADA semantic loss x{c.semantic:g} ({'argmax f(x_s)' if c.semantic_targets == 'pseudo' else 'source labels'})"
                if c.semantic else "")
-        return (f"CycleGAN ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, identity loss "
-                f"{'on' if c.identity else 'off'}{sem}")
+        sem += f", ProCST label-cycle loss x{c.label_cycle:g}" if c.label_cycle else ""
+        idt = f"on (x{c.lambda_identity:g})" if c.identity and c.lambda_identity != 0.5 else "on" if c.identity else "off"
+        look = f", {c.sampling} sampling" if c.sampling != "transposed" else ""
+        look += f", init gain {c.init_gain:g}" if c.init_gain != 0.02 else ""
+        return f"CycleGAN ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, identity loss {idt}{sem}{look}"
 
     # -- inference (Translator) --
     @torch.no_grad()
@@ -323,7 +341,7 @@ def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, cha
     gens = Generators(cfg)
     discs = Discriminators(cfg) if training else None
     for net in (gens, discs) if training else (gens,):
-        init_weights(net)
+        init_weights(net, cfg.init_gain)
         net.to(device)
         if channels_last:
             net.to(memory_format=torch.channels_last)

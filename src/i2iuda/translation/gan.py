@@ -1,6 +1,21 @@
 """The GAN parts CycleGAN and CUT share: the ResNet generator and the PatchGAN discriminator of
 the CycleGAN paper (appendix 7.2), their initialisation, the least-squares GAN loss, and the
 schedule both papers train with (lr constant, then decayed to zero).
+
+How they resample (``sampling``), read against the reference code (junyanz/pytorch-CycleGAN-and-pix2pix
+and taesungp/contrastive-unpaired-translation, models/networks.py):
+
+    transposed   the CycleGAN paper's: stride-2 3x3 convolutions down, ConvTranspose2d(3, stride 2)
+                 up, whose kernel overlaps unevenly (every other output pixel gets 2 taps a side or
+                 1): the checkerboard of Odena, Dumoulin & Olah ("Deconvolution and checkerboard
+                 artifacts", Distill 2016), which fades only with long training
+    resize       down as transposed; up by nearest-neighbour resizing then a 3x3 convolution (Odena et
+                 al.'s resize-convolution: every output pixel gets the same taps)
+    antialias    CUT's reference (its default): down by a stride-1 convolution, norm and activation,
+                 then a fixed [1, 2, 1] x [1, 2, 1] blur with stride 2 (Zhang's blur-pool, reflect
+                 padding); up by a fixed [1, 3, 3, 1] x [1, 3, 3, 1] transposed blur with stride 2
+                 (replicate padding), then a 3x3 convolution; the discriminator's stride-2
+                 convolutions likewise become a stride-1 convolution and a blur-pool
 """
 from __future__ import annotations
 
@@ -27,23 +42,75 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
+SAMPLINGS = ("transposed", "resize", "antialias")
+
+
+def blur_filter(taps: list[float]) -> torch.Tensor:
+    """The outer product of a binomial row with itself, normalised to sum 1."""
+    row = torch.tensor(taps, dtype=torch.float32)
+    f = row[:, None] * row[None, :]
+    return f / f.sum()
+
+
+class BlurPool(nn.Module):
+    """Anti-aliased down-sampling (CUT's ``Downsample``): reflect-pad by 1, a fixed [1, 2, 1]^2 blur
+    per channel with stride 2."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("filt", blur_filter([1.0, 2.0, 1.0])[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x):
+        return nnf.conv2d(nnf.pad(x, (1, 1, 1, 1), mode="reflect"), self.filt, stride=2, groups=x.shape[1])
+
+
+class BlurUpsample(nn.Module):
+    """Anti-aliased up-sampling (CUT's ``Upsample``): replicate-pad by 1, a fixed [1, 3, 3, 1]^2
+    transposed blur (times 4, the stride squared) with stride 2, cropped to twice the size."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.register_buffer("filt", (blur_filter([1.0, 3.0, 3.0, 1.0]) * 4)[None, None].repeat(channels, 1, 1, 1))
+
+    def forward(self, x):
+        y = nnf.conv_transpose2d(nnf.pad(x, (1, 1, 1, 1), mode="replicate"), self.filt, stride=2, padding=2,
+                                 groups=x.shape[1])
+        return y[:, :, 1:-1, 1:-1]
+
+
 class Generator(nn.Module):
-    """c7s1-64, d128, d256, R256 x n_blocks, u128, u64, c7s1-3, tanh (paper, appendix 7.2).
+    """c7s1-64, d128, d256, R256 x n_blocks, u128, u64, c7s1-3, tanh (paper, appendix 7.2), with
+    its down- and up-sampling by ``sampling`` (module docstring).
 
     Convolutions keep their biases (instance norm has no affine parameters), as in the
-    reference implementation: 11.378 M parameters at ngf=64 with 9 blocks.
-    """
+    reference implementation: 11.378 M parameters at ngf=64 with 9 blocks. ``down_convs`` and
+    ``first_block`` are the indices in ``model`` of the down-sampling convolutions and of the first
+    residual block (CUT reads its features there)."""
 
-    def __init__(self, ngf: int = 64, n_blocks: int = 9):
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, sampling: str = "transposed"):
         super().__init__()
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling {sampling!r}: expected one of {', '.join(SAMPLINGS)}")
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
+        self.down_convs = []
         for mult in (1, 2):  # d128, d256
-            layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1),
-                       nn.InstanceNorm2d(ngf * mult * 2), nn.ReLU(True)]
+            self.down_convs.append(len(layers))
+            c = ngf * mult * 2
+            if sampling == "antialias":
+                layers += [nn.Conv2d(ngf * mult, c, 3, padding=1), nn.InstanceNorm2d(c), nn.ReLU(True), BlurPool(c)]
+            else:
+                layers += [nn.Conv2d(ngf * mult, c, 3, stride=2, padding=1), nn.InstanceNorm2d(c), nn.ReLU(True)]
+        self.first_block = len(layers)
         layers += [ResnetBlock(ngf * 4) for _ in range(n_blocks)]
-        for mult in (4, 2):  # u128, u64: fractionally-strided convolutions
-            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(ngf * mult // 2), nn.ReLU(True)]
+        for mult in (4, 2):  # u128, u64
+            c = ngf * mult // 2
+            if sampling == "transposed":  # fractionally-strided convolutions
+                up = [nn.ConvTranspose2d(ngf * mult, c, 3, stride=2, padding=1, output_padding=1)]
+            elif sampling == "resize":
+                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ngf * mult, c, 3, padding=1)]
+            else:
+                up = [BlurUpsample(ngf * mult), nn.Conv2d(ngf * mult, c, 3, padding=1)]
+            layers += [*up, nn.InstanceNorm2d(c), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -58,15 +125,19 @@ class Discriminator(nn.Module):
     ``n_layers`` strided layers before the last two convolutions set the patch size, as in
     pix2pix: 3 -> 70x70 (the paper's), 2 -> 34x34, 1 -> 16x16."""
 
-    def __init__(self, ndf: int = 64, n_layers: int = 3):
+    def __init__(self, ndf: int = 64, n_layers: int = 3, sampling: str = "transposed"):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"PatchGAN needs n_layers >= 1, got {n_layers}")
-        layers = [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        aa = sampling == "antialias"  # a stride-2 conv becomes a stride-1 conv, its activation, a blur-pool
+        layers = ([nn.Conv2d(3, ndf, 4, 1, 1), nn.LeakyReLU(0.2, True), BlurPool(ndf)] if aa else
+                  [nn.Conv2d(3, ndf, 4, 2, 1), nn.LeakyReLU(0.2, True)])
         widths = [ndf * min(2 ** i, 8) for i in range(n_layers + 1)]
         for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
-            stride = 1 if i == n_layers - 1 else 2
+            stride = 1 if i == n_layers - 1 or aa else 2
             layers += [nn.Conv2d(cin, cout, 4, stride, 1), nn.InstanceNorm2d(cout), nn.LeakyReLU(0.2, True)]
+            if aa and i < n_layers - 1:
+                layers.append(BlurPool(cout))
         layers += [nn.Conv2d(widths[-1], 1, 4, 1, 1)]
         self.model = nn.Sequential(*layers)
 
@@ -75,7 +146,8 @@ class Discriminator(nn.Module):
 
 
 def patch_size(n_layers: int) -> int:
-    """Receptive field of one PatchGAN score: n_layers stride-2 4x4 convs, then two stride-1."""
+    """Receptive field of one PatchGAN score: n_layers stride-2 4x4 convs, then two stride-1 (the
+    anti-aliased discriminator's blur widens it by a few pixels)."""
     return 9 * 2 ** n_layers - 2
 
 

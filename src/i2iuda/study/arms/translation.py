@@ -8,6 +8,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import ClassVar
 
+from ...appearance import hue_name
 from ...config import from_dict, merge, to_dict
 from ...io import read_json, save_png, write_json
 from ...report import nice
@@ -147,6 +148,10 @@ class Translation(TrainedOnLabels):
         gallery = read_json(self.folder("evaluate") / "failures.json", None)
         if gallery is not None:
             row["failure_agreement"] = gallery["mean_agreement"]
+            for key in ("flips", "flips_label_free"):  # the mean share of a class's pixels read as another
+                kept = (gallery.get(key) or {}).get("kept")
+                if kept:
+                    row[f"{key}_mean"] = 100 - sum(kept.values()) / len(kept)
         return row
 
     def manifest(self) -> dict:
@@ -179,6 +184,8 @@ class Translation(TrainedOnLabels):
                    f"frames: **{fail['mean_agreement']:.1f}%**.", "",
                    f"![{name} failure cases]({row['eval']}/failures.png)", "", "| frame | agreement (%) |", "|---|---|"]
             md += [f"| {r['name']} | {r['agreement']:.1f} |" for r in fail["worst"]] + [""]
+            md += flip_section(fail)
+        md += look_section(read_json(run / row["eval"] / "translation.json", {}).get("appearance"))
         return md
 
 
@@ -188,7 +195,41 @@ def read_translation_scores(arm) -> dict:
     t = read_json(arm.folder("evaluate") / "translation.json", None)
     if t is None:
         return {}
-    kf, fcn = t.get("kid_fid") or {}, t.get("fcn_score")
+    kf, fcn, look = t.get("kid_fid") or {}, t.get("fcn_score"), t.get("appearance") or {}
+    shift = look.get("colour_shift") or {}
     return {"translation": {"fcn_score_mIoU": fcn["mIoU"] if fcn else None, "fcn_score_PA": fcn["PA"] if fcn else None,
                             "KID": kf.get("KID"), "KID_std": kf.get("KID_std"), "FID": kf.get("FID"),
-                            "N": [kf["N_fake"], kf["N_real"]] if "N_fake" in kf else None}}
+                            "N": [kf["N_fake"], kf["N_real"]] if "N_fake" in kf else None,
+                            "checkerboard_db": look.get("checkerboard_db"), "cast": shift.get("cast"),
+                            "cast_hue_deg": shift.get("cast_hue_deg"), "chroma_shift": shift.get("chroma"),
+                            "target_checkerboard_db": look.get("target_checkerboard_db")}}
+
+
+def flip_section(fail: dict) -> list[str]:
+    """The flip tables of failures.json: what the translation did to each class's meaning."""
+    md = []
+    for key, what in (("flips", "the judge's reading of the translated frames against the source labels"),
+                      ("flips_label_free", "source-only's reading of the translated frame against its reading of "
+                                           "the source frame (no target label needed)")):
+        t = fail.get(key)
+        if not t or not t.get("top"):
+            continue
+        note = (" This judge is trained on target labels: a diagnostic of the benchmark; the label-free table "
+                "below needs none." if t.get("needs_target_labels") else "")
+        md += [f"**Flips, {what}** ({t['judge']} reads): of the pixels of class c, the share read as c'.{note}", "",
+               "| c → c' | share of c (%) | pixels |", "|---|---|---|"]
+        md += [f"| {f['from']} → {f['to']} | {f['share']:.1f} | {f['pixels']} |" for f in t["top"]] + [""]
+    return md
+
+
+def look_section(look: dict | None) -> list[str]:
+    """The appearance of the translated frames beside the target's (checkerboard, colour cast)."""
+    if not look or look.get("checkerboard_db") is None:
+        return []
+    c, shift = look["colour"], look["colour_shift"]
+    return [f"**How the translated frames look** (appearance.py; the first 200 source val frames against 200 target "
+            f"train frames): checkerboard {look['checkerboard_db']:.2f} dB (the target's own frames: "
+            f"{look['target_checkerboard_db']:.2f} dB; above it, the periodic artifacts of up-sampling); colour cast "
+            f"{shift['cast']:.2f} a*b* units towards {hue_name(shift['cast_hue_deg'])} ({shift['cast_hue_deg']:.0f}°), "
+            f"chroma {shift['chroma']:+.2f}, lightness {shift['lightness']:+.2f} against the target's mean colour "
+            f"(L* {c['L']:.1f}, a* {c['a']:+.2f}, b* {c['b']:+.2f}).", ""]

@@ -1,0 +1,75 @@
+"""How the translators of a study look, side by side: per translation arm, its translated source val
+frames' checkerboard score and colour cast against the target train frames (appearance.py), KID
+against them (fid.py, when the FID Inception weights are installed), and the same for the raw source
+and the target's own frames (the floors).
+
+    python benchmarks/translation_look.py RUN [RUN ...] [--n 200] [--json FILE]
+
+RUN: a study folder whose apply stages ran (``i2iuda run ... --stop-after apply`` is enough), or a
+multi-seed study's (its seed_S folders are read): a row per arm and seed, then the mean over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from i2iuda.config import load_config
+from i2iuda.study import Study, StudyConfig
+from i2iuda.study.arms import Translation
+from i2iuda.study.diagnostics import frames_of, look
+
+
+def rows_of(run: Path, n: int) -> list[dict]:
+    cfg = load_config(StudyConfig, run / "config.yaml")
+    study = Study.resolve(cfg, run)
+    target = frames_of(study.specs["target_train"], n)
+    from i2iuda import appearance
+
+    floor = {"checkerboard_db": appearance.checkerboard_db(target), "colour": appearance.colour(target)}
+    out = [{"arm": "(target train)", "checkerboard_db": floor["checkerboard_db"], "cast": 0.0, "chroma_shift": 0.0}]
+    specs = [("(raw source)", study.specs["source_val"])]
+    specs += [(a.name, a.translated("val")) for a in study.arms.values() if isinstance(a, Translation)
+              and (a.folder("apply") / "about.json").is_file()]
+    kid = None
+    try:
+        from i2iuda.fid import load_inception, score
+
+        net = load_inception()
+        if net is not None:
+            kid = lambda spec: score(spec, study.specs["target_train"], min(n, 96), run / "fid_cache", net)["KID"]  # noqa: E731
+    except ImportError:
+        pass
+    for name, spec in specs:
+        look_ = look(spec, floor)
+        out.append({"arm": name, "checkerboard_db": look_["checkerboard_db"], "cast": look_["colour_shift"]["cast"],
+                    "cast_hue_deg": look_["colour_shift"]["cast_hue_deg"], "chroma_shift": look_["colour_shift"]["chroma"],
+                    "KID": kid(spec) if kid else None})
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", type=Path)
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    table = {}
+    for run in args.runs:
+        folders = sorted(run.glob("seed_*")) or [run]
+        for f in folders:
+            for r in rows_of(f, args.n):
+                table.setdefault(r["arm"], []).append({**r, "run": str(f)})
+    print(f"{'arm':22s} {'checkerboard dB':>16s} {'cast':>12s} {'chroma':>12s} {'KID x1000':>14s}  (mean ± std over runs)")
+    ms = lambda v: "" if not v or any(x is None for x in v) else f"{np.mean(v):6.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:4.2f}"  # noqa: E731
+    for arm, rs in table.items():
+        print(f"{arm:22s} {ms([r['checkerboard_db'] for r in rs]):>16s} {ms([r['cast'] for r in rs]):>12s} "
+              f"{ms([r['chroma_shift'] for r in rs]):>12s} {ms([r.get('KID') for r in rs]):>14s}")
+    if args.json:
+        args.json.write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""How translated frames look, measured on sets of frames (HxWx3 uint8 RGB arrays):
+
+checkerboard_db   the spectral peaks a stride-2 up-sampling leaves: the mean power spectrum of the
+                  frames' luminance at the 15 frequencies (k H/4, l W/4), k, l in 0..3 but (0, 0),
+                  where the two x2 up-samplings of a ResNet generator put their periodic artifacts
+                  (periods 2 and 4 px), against the median power of each one's 5x5 neighbourhood
+                  in the spectrum, in dB (10 log10 of the ratio), averaged over the 15. A natural
+                  frame's spectrum is smooth there (about 0 dB: measure the target's own frames for
+                  the floor); a visible checkerboard is several dB.
+colour            the frames' mean CIE L*a*b* (L* 0..100, a* green-red, b* blue-yellow) and mean
+                  chroma C* = sqrt(a*^2 + b*^2) (saturation), over all pixels.
+colour_shift      of one set against another (translated against the target's frames): the cast
+                  |(delta a*, delta b*)| of the mean colour, its hue angle (0 red/magenta, 90
+                  yellow, 180 green, 270 blue) and the chroma and lightness differences.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+
+
+def luminance(frame: np.ndarray) -> np.ndarray:
+    return frame.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255
+
+
+def lattice(h: int, w: int) -> list[tuple[int, int]]:
+    """The spectrum bins of periods 2 and 4 px (both axes), DC left out."""
+    return [(round(k * h / 4) % h, round(l * w / 4) % w) for k in range(4) for l in range(4) if k or l]
+
+
+def checkerboard_db(frames: Iterable[np.ndarray]) -> float | None:
+    """The module docstring's checkerboard score of a set of frames (None for no frames). Frames of
+    several sizes are grouped by size, each size's mean spectrum scored, the scores averaged by count."""
+    spectra: dict[tuple[int, int], list] = {}
+    for frame in frames:
+        y = luminance(frame)
+        y -= y.mean()
+        power = np.abs(np.fft.fft2(y)) ** 2
+        s = spectra.setdefault(y.shape, [np.zeros_like(power), 0])
+        s[0] += power
+        s[1] += 1
+    if not spectra:
+        return None
+    scores, counts = [], []
+    for (h, w), (total, n) in spectra.items():
+        mean = total / n
+        peaks = lattice(h, w)
+        peak_set = set(peaks)
+        ratios = []
+        for ky, kx in peaks:
+            around = [mean[(ky + dy) % h, (kx + dx) % w] for dy in range(-2, 3) for dx in range(-2, 3)
+                      if ((ky + dy) % h, (kx + dx) % w) not in peak_set]
+            ratios.append(10 * math.log10((mean[ky, kx] + 1e-12) / (float(np.median(around)) + 1e-12)))
+        scores.append(float(np.mean(ratios)))
+        counts.append(n)
+    return float(np.average(scores, weights=counts))
+
+
+def colour(frames: Iterable[np.ndarray]) -> dict | None:
+    """Mean L*, a*, b* and chroma C* over every pixel of the frames (None for no frames)."""
+    total, n = np.zeros(4), 0
+    for frame in frames:
+        lab = cv2.cvtColor(frame.astype(np.float32) / 255, cv2.COLOR_RGB2Lab).reshape(-1, 3)
+        chroma = np.hypot(lab[:, 1], lab[:, 2])
+        total += np.array([*lab.sum(0), chroma.sum()])
+        n += len(lab)
+    if not n:
+        return None
+    L, a, b, C = total / n
+    return {"L": float(L), "a": float(a), "b": float(b), "chroma": float(C)}
+
+
+def colour_shift(frames: dict, reference: dict) -> dict:
+    """The cast of ``frames``' mean colour against ``reference``'s (both from ``colour``)."""
+    da, db = frames["a"] - reference["a"], frames["b"] - reference["b"]
+    return {"cast": float(math.hypot(da, db)), "cast_hue_deg": float(math.degrees(math.atan2(db, da)) % 360),
+            "chroma": float(frames["chroma"] - reference["chroma"]), "lightness": float(frames["L"] - reference["L"])}
+
+
+def hue_name(deg: float) -> str:
+    """A word for a cast's hue angle in the a*b* plane."""
+    names = [(20, "magenta-red"), (70, "orange"), (110, "yellow"), (160, "yellow-green"), (200, "green"),
+             (250, "cyan-blue"), (300, "blue-violet"), (340, "magenta"), (360, "magenta-red")]
+    return next(name for bound, name in names if deg < bound)
