@@ -17,8 +17,10 @@ flipped back).
 
 **Layers.** The reference takes features at layers 0, 4, 8, 12, 16 of its generator: the
 (reflection-padded) RGB input, the stride-1 convolution of each anti-aliased down-sampling stage
-(full and half resolution, before its norm), the first and the fifth residual block. Our
-generator down-samples with strided convolutions, so the five map onto ``Generator.model`` as
+(full and half resolution, before its norm), the first and the fifth residual block. With
+``sampling: antialias`` (the reference's blur-pool and blurred up-sampling, gan.py) our generator
+is the reference's and the five are its indices; with strided convolutions (``transposed``, the
+default here, and ``resize``) they map onto ``Generator.model`` as
 
     0  -> model[0]          the reflection-padded RGB input              3 channels, H x W (+6)
     4  -> model[4]          the first stride-2 convolution, before norm  2 ngf, H/2 x W/2

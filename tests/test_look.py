@@ -1,0 +1,128 @@
+"""Translations that look right and keep their meaning: the generator's up-sampling options against
+their definitions, the label-cycle loss recomputed, and the measures (checkerboard, colour cast,
+flip tables) on hand-made cases."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as nnf
+
+from i2iuda import appearance
+from i2iuda.metrics import flip_table
+from i2iuda.segmentation.models import FrozenSegmenter
+from i2iuda.translation.cyclegan import CycleGANConfig, build_cyclegan
+from i2iuda.translation.gan import BlurPool, BlurUpsample, Discriminator, Generator
+
+
+def test_the_samplings_are_built_as_their_references():
+    """transposed: ConvTranspose2d(3, stride 2) up; resize: nearest x2 then a 3x3 conv; antialias
+    (CUT's reference): stride-1 convs and a [1,2,1]^2 blur-pool down (G and D), a [1,3,3,1]^2
+    transposed blur then a 3x3 conv up; the same parameters in all three."""
+    kinds = {s: [type(m).__name__ for m in Generator(8, 2, s).model] for s in ("transposed", "resize", "antialias")}
+    assert kinds["transposed"].count("ConvTranspose2d") == 2 and "Upsample" not in kinds["transposed"]
+    assert kinds["resize"].count("Upsample") == 2 and "ConvTranspose2d" not in kinds["resize"]
+    assert kinds["antialias"].count("BlurUpsample") == 2 and kinds["antialias"].count("BlurPool") == 2
+    counts = {s: sum(p.numel() for p in Generator(8, 2, s).parameters()) for s in kinds}
+    assert len(set(counts.values())) == 1  # the fixed blurs are buffers, not parameters
+    assert all(c.stride == (1, 1) for c in Generator(8, 2, "antialias").modules() if isinstance(c, torch.nn.Conv2d))
+    d = Discriminator(8, 3, "antialias")
+    assert sum(isinstance(m, BlurPool) for m in d.modules()) == 3
+    assert all(c.stride == (1, 1) for c in d.modules() if isinstance(c, torch.nn.Conv2d))
+    x = torch.randn(1, 3, 64, 64)
+    assert d(x).shape == Discriminator(8, 3)(x).shape  # the same score map
+
+
+def test_the_blurs_are_the_references_filters():
+    """CUT's Downsample: reflect pad 1, [1,2,1]x[1,2,1]/16, stride 2; its Upsample: replicate pad 1,
+    [1,3,3,1]x[1,3,3,1]/64 x 4 transposed with stride 2, padding 2, cropped [1:-1]."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 2, 6, 8)
+    row = torch.tensor([1.0, 2.0, 1.0])
+    f = (row[:, None] * row[None, :] / 16)[None, None].repeat(2, 1, 1, 1)
+    want = nnf.conv2d(nnf.pad(x, (1, 1, 1, 1), mode="reflect"), f, stride=2, groups=2)
+    assert torch.allclose(BlurPool(2)(x), want, atol=1e-6) and want.shape[-2:] == (3, 4)
+    row = torch.tensor([1.0, 3.0, 3.0, 1.0])
+    f = (row[:, None] * row[None, :] / 64 * 4)[None, None].repeat(2, 1, 1, 1)
+    want = nnf.conv_transpose2d(nnf.pad(x, (1, 1, 1, 1), mode="replicate"), f, stride=2, padding=2, groups=2)
+    got = BlurUpsample(2)(x)
+    assert got.shape[-2:] == (12, 16) and torch.allclose(got, want[:, :, 1:, 1:][:, :, :-1, :-1], atol=1e-6)
+    assert torch.allclose(BlurUpsample(1)(torch.ones(1, 1, 4, 4)), torch.ones(1, 1, 8, 8))  # a flat field stays flat
+
+
+def test_a_transposed_up_sampling_checkerboards_and_the_others_do_not():
+    """Odena et al.: a stride-2 transposed 3x3 kernel with all-ones weights gives every other output
+    pixel another number of taps; the resize and the anti-aliased up-sampling give all the same."""
+    x = torch.ones(1, 1, 8, 8)
+    t = torch.nn.ConvTranspose2d(1, 1, 3, stride=2, padding=1, output_padding=1, bias=False)
+    torch.nn.init.ones_(t.weight)
+    assert len(torch.unique(t(x)[0, 0, 2:-2, 2:-2])) > 1  # 1, 2 and 4 taps: the checkerboard
+    r = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2), torch.nn.Conv2d(1, 1, 3, padding=1, bias=False))
+    torch.nn.init.ones_(r[1].weight)
+    assert len(torch.unique(r(x)[0, 0, 2:-2, 2:-2])) == 1
+    assert len(torch.unique(BlurUpsample(1)(x)[0, 0, 2:-2, 2:-2].round(decimals=5))) == 1
+
+
+def test_the_checkerboard_score_finds_a_periodic_pattern_and_not_a_natural_frame():
+    rng = np.random.default_rng(0)
+    smooth = [(np.cumsum(np.cumsum(rng.normal(size=(64, 128, 3)), 0), 1)) for _ in range(8)]  # 1/f-like
+    frames = [((f - f.min()) / (f.max() - f.min()) * 200 + 20).astype(np.uint8) for f in smooth]
+    clean = appearance.checkerboard_db(frames)
+    yy, xx = np.mgrid[:64, :128]
+    checker = ((yy + xx) % 2 * 2 - 1) * 6 + (yy % 4 // 2 * 2 - 1) * 4  # periods 2 and 4
+    marked = [np.clip(f.astype(int) + checker[..., None], 0, 255).astype(np.uint8) for f in frames]
+    assert clean < 5 and appearance.checkerboard_db(marked) > clean + 5
+    assert appearance.checkerboard_db([]) is None
+
+
+def test_the_colour_cast_on_hand_made_frames():
+    grey = [np.full((8, 8, 3), 128, np.uint8)]
+    magenta = [np.full((8, 8, 3), (150, 110, 150), np.uint8)]
+    g, m = appearance.colour(grey), appearance.colour(magenta)
+    assert abs(g["a"]) < 0.01 and abs(g["b"]) < 0.01 and g["chroma"] < 0.01
+    shift = appearance.colour_shift(m, g)
+    assert shift["cast"] == pytest.approx(np.hypot(m["a"], m["b"])) and m["a"] > 10
+    assert appearance.hue_name(shift["cast_hue_deg"]) in ("magenta", "blue-violet", "magenta-red")
+    assert shift["chroma"] > 10
+
+
+def test_the_flip_table_from_a_hand_made_confusion():
+    conf = np.zeros((3, 3))
+    conf[0] = [80, 20, 0]  # road: 20% read as sidewalk
+    conf[1] = [0, 100, 0]
+    conf[2] = [5, 0, 95]  # building: 5% read as road
+    t = flip_table(conf, ("road", "sidewalk", "building"), top=5)
+    assert t["kept"] == {"road": 80.0, "sidewalk": 100.0, "building": 95.0}
+    assert [(f["from"], f["to"], f["share"]) for f in t["top"]] == [("road", "sidewalk", 20.0), ("building", "road", 5.0)]
+
+
+def test_the_label_cycle_loss_is_procsts():
+    """L_lc = CE(f(F(G(x_s))), y_s) with the frozen source segmenter f, weighted, in the step's
+    generator loss; f's weights get no gradient, G's and F's do."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    f = FrozenSegmenter(torch.nn.Sequential(torch.nn.Conv2d(3, 19, 1), torch.nn.BatchNorm2d(19)))
+    m = build_cyclegan(CycleGANConfig(ngf=8, ndf=8, n_blocks=1, d_layers=1), torch.device("cpu"))
+    m.cfg, m.f = replace(m.cfg, label_cycle=2.0), f
+    s, t = torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1
+    y = torch.randint(0, 19, (2, 16, 16))
+    y[:, :3] = 255
+    with torch.no_grad():
+        want = 2.0 * nnf.cross_entropy(f(m.gens.F(m.gens.G(s))), y, ignore_index=255)
+    loss = m.step({"source": s, "target": t, "source_label": y})
+    assert float(loss["label_cycle"]) == pytest.approx(float(want), rel=1e-5)
+    assert all(p.grad is None for p in f.parameters())
+    from i2iuda.translation.cyclegan import CycleGAN
+
+    cfg = CycleGANConfig(label_cycle=1.0)
+    assert CycleGAN.source_labels(cfg) and CycleGAN.judge_run(cfg) == ""  # the study names its source-only run
+
+
+def test_cut_reads_the_references_layers_with_anti_aliased_sampling():
+    """With CUT's own sampling, its generator's module indices are the reference's: 0, 4, 8, 12, 16."""
+    from i2iuda.translation.cut import CUTConfig, NCEGenerator
+
+    g = NCEGenerator(CUTConfig(n_blocks=9, sampling="antialias", ngf=8))
+    assert g.layers == [0, 4, 8, 12, 16]
+    assert NCEGenerator(CUTConfig(n_blocks=9, ngf=8)).layers == [0, 4, 7, 10, 14]
+    feats = __import__("i2iuda.translation.cut", fromlist=["encode"]).encode(g.G, torch.randn(1, 3, 32, 32), g.layers)
+    assert [f.shape[1] for f in feats] == [3, 16, 32, 32, 32] and feats[1].shape[-1] == 32  # 4: before its blur-pool
