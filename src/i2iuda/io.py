@@ -80,41 +80,33 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def _read_text(path: Path, default: Any) -> str | None:
+def _read_run_file(path: str | os.PathLike, default: Any, parse, fmt: str) -> Any:
+    """A file a run folder holds, parsed, or one line naming the file and what is wrong with it
+    (``default`` instead when the file is absent, if given)."""
+    path = Path(path)
     try:
-        return path.read_text()
+        text = path.read_text()
     except FileNotFoundError:
         if default is not ...:
-            return None
+            return default
         raise UserError(f"{path}: not found") from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"{path}: unreadable ({getattr(e, 'strerror', None) or e})") from None
-
-
-def read_json(path: str | os.PathLike, default: Any = ...) -> Any:
-    """A JSON file a run folder holds, or one line naming the file and what is wrong with it
-    (``default`` instead when the file is absent, if given)."""
-    path = Path(path)
-    text = _read_text(path, default)
-    if text is None:
-        return default
     try:
-        return json.loads(text)
-    except ValueError as e:
-        what = "empty" if not text.strip() else f"not valid JSON ({e})"
+        return parse(text)
+    except (ValueError, yaml.YAMLError) as e:
+        what = "empty" if not text.strip() else f"not valid {fmt} ({str(e).splitlines()[0]})"
         raise UserError(f"{path}: {what}: the file is damaged") from None
 
 
+def read_json(path: str | os.PathLike, default: Any = ...) -> Any:
+    """A JSON file a run folder holds (metrics.json, study.json, stages.json, history.json, ...)."""
+    return _read_run_file(path, default, json.loads, "JSON")
+
+
 def read_yaml(path: str | os.PathLike, default: Any = ...) -> Any:
-    """A YAML file a run folder holds (its config.yaml), or one line naming the file and the damage."""
-    path = Path(path)
-    text = _read_text(path, default)
-    if text is None:
-        return default
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]}): the file is damaged") from None
+    """A YAML file a run folder holds (its config.yaml)."""
+    return _read_run_file(path, default, yaml.safe_load, "YAML")
 
 
 def write_yaml(path: str | os.PathLike, obj: Any) -> None:

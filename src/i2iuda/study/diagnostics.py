@@ -13,7 +13,7 @@ import torch
 
 from .. import appearance
 from ..data import labels as L
-from ..data.datasets import build_index, load_pair, read_image, read_label
+from ..data.datasets import build_index, fit_label, load_pair, read_image, read_label
 from ..data.transforms import eval_transform
 from ..fid import HOW_TO_GET, load_inception, score
 from ..io import read_json, save_png, write_json
@@ -121,9 +121,12 @@ def readings(model, spec: str, size: tuple[int, int], rt, n: int, batch: int = 1
 
 
 def flips(pairs) -> dict:
-    """The flip table (metrics.flip_table) of (reference, reading) class maps; 255 in either left out."""
+    """The flip table (metrics.flip_table) of (reference, reading) class maps, a reading of another
+    size resized to the reference's (nearest: translated frames are at the segmenter's size); 255 in
+    either left out."""
     conf = torch.zeros(L.NUM_CLASSES, L.NUM_CLASSES, dtype=torch.int64)
     for ref, read in pairs:
+        read = fit_label(read.astype(np.uint8), ref.shape)
         conf += confusion_matrix(torch.from_numpy(read.astype(np.int64)), torch.from_numpy(ref.astype(np.int64)),
                                  L.NUM_CLASSES)
     return flip_table(conf)
