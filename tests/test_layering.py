@@ -21,8 +21,8 @@ def layers_of(contributing: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
     owner, allowed, order = {}, {}, []
     for row in rows:
         layer, modules, imports = (c.strip() for c in row.strip("|").split("|")[:3])
-        for m in re.findall(r"`([^`]+)`", modules):  # `__init__` is the package itself
-            owner["i2iuda" if m == "__init__" else "i2iuda." + m.rstrip("/").replace("/", ".")] = layer
+        for m in re.findall(r"`([^`]+)`", modules):  # `__init__` is the package itself; `x/` a package
+            owner["i2iuda" if m == "__init__" else "i2iuda." + m.replace("/", ".")] = layer
         order.append(layer)
         if imports.startswith("every layer above"):
             allowed[layer] = set(order)
@@ -72,7 +72,9 @@ def imports(name: str, path: Path, known: set[str]) -> list[tuple[str, int]]:
 
 
 def layer(module: str, owner: dict[str, str]) -> str | None:
-    best = max((p for p in owner if module == p or module.startswith(p + ".")), key=len, default=None)
+    """A module's layer: its own row's, or its package's (a row entry ending in ".", from "x/")."""
+    best = max((p for p in owner if module == p or module == p.rstrip(".") or (p.endswith(".") and module.startswith(p))),
+               key=len, default=None)
     return owner.get(best)
 
 

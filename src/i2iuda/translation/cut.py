@@ -72,7 +72,7 @@ class CUTConfig:
     d_layers: int = 3  # PatchGAN depth: 3 -> 70x70 patches, 2 -> 34x34, 1 -> 16x16 (see gan.py)
     # down- and up-sampling of G and D: transposed (CycleGAN's; this module's so far), resize, antialias
     # (the reference's default); gan.py's docstring
-    sampling: Literal["transposed", "resize", "antialias"] = "transposed"
+    sampling: Literal["transposed", "resize", "bilinear", "antialias"] = "transposed"
     n_blocks: int = 9
     lambda_gan: float = 1.0
     # None: the mode's value (cut: 1.0, on, off; fastcut: 10.0, off, on); filled in when loaded

@@ -52,7 +52,7 @@ class CycleGANConfig:
     lambda_identity: float = 0.5  # the identity loss's weight, a share of lambda_cycle (the paper's 0.5)
     # down- and up-sampling of G and F (and D's): transposed (the paper's), resize, antialias (CUT's);
     # gan.py's docstring
-    sampling: Literal["transposed", "resize", "antialias"] = "transposed"
+    sampling: Literal["transposed", "resize", "bilinear", "antialias"] = "transposed"
     init_gain: float = 0.02  # std of the N(0, gain) initial weights (the reference's)
     lr: float = 2e-4
     beta1: float = 0.5

@@ -11,6 +11,7 @@ and taesungp/contrastive-unpaired-translation, models/networks.py):
                  artifacts", Distill 2016), which fades only with long training
     resize       down as transposed; up by nearest-neighbour resizing then a 3x3 convolution (Odena et
                  al.'s resize-convolution: every output pixel gets the same taps)
+    bilinear     resize-convolution with bilinear resizing (no 2x2 blocks for the convolution to keep)
     antialias    CUT's reference (its default): down by a stride-1 convolution, norm and activation,
                  then a fixed [1, 2, 1] x [1, 2, 1] blur with stride 2 (Zhang's blur-pool, reflect
                  padding); up by a fixed [1, 3, 3, 1] x [1, 3, 3, 1] transposed blur with stride 2
@@ -42,7 +43,7 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
-SAMPLINGS = ("transposed", "resize", "antialias")
+SAMPLINGS = ("transposed", "resize", "bilinear", "antialias")
 
 
 def blur_filter(taps: list[float]) -> torch.Tensor:
@@ -106,8 +107,9 @@ class Generator(nn.Module):
             c = ngf * mult // 2
             if sampling == "transposed":  # fractionally-strided convolutions
                 up = [nn.ConvTranspose2d(ngf * mult, c, 3, stride=2, padding=1, output_padding=1)]
-            elif sampling == "resize":
-                up = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(ngf * mult, c, 3, padding=1)]
+            elif sampling in ("resize", "bilinear"):
+                mode = {"resize": "nearest", "bilinear": "bilinear"}[sampling]
+                up = [nn.Upsample(scale_factor=2, mode=mode), nn.Conv2d(ngf * mult, c, 3, padding=1)]
             else:
                 up = [BlurUpsample(ngf * mult), nn.Conv2d(ngf * mult, c, 3, padding=1)]
             layers += [*up, nn.InstanceNorm2d(c), nn.ReLU(True)]
