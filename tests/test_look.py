@@ -67,9 +67,12 @@ def test_the_checkerboard_score_finds_a_periodic_pattern_and_not_a_natural_frame
     frames = [((f - f.min()) / (f.max() - f.min()) * 200 + 20).astype(np.uint8) for f in smooth]
     clean = appearance.checkerboard_db(frames)
     yy, xx = np.mgrid[:64, :128]
-    checker = ((yy + xx) % 2 * 2 - 1) * 6 + (yy % 4 // 2 * 2 - 1) * 4  # periods 2 and 4
+    checker = ((yy + xx) % 2 * 2 - 1) * 6 + ((yy // 2 + xx // 2) % 2 * 2 - 1) * 4  # 2-D, periods 2 and 4
+    stripes = (yy % 4 // 2 * 2 - 1) * 10  # horizontal stripes (a brick texture): not a checkerboard
     marked = [np.clip(f.astype(int) + checker[..., None], 0, 255).astype(np.uint8) for f in frames]
-    assert clean < 5 and appearance.checkerboard_db(marked) > clean + 5
+    striped = [np.clip(f.astype(int) + stripes[..., None], 0, 255).astype(np.uint8) for f in frames]
+    assert clean < 2 and appearance.checkerboard_db(marked) > clean + 10
+    assert appearance.checkerboard_db(striped) < clean + 1
     assert appearance.checkerboard_db([]) is None
 
 

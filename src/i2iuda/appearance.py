@@ -1,12 +1,13 @@
 """How translated frames look, measured on sets of frames (HxWx3 uint8 RGB arrays):
 
-checkerboard_db   the spectral peaks a stride-2 up-sampling leaves: the mean power spectrum of the
-                  frames' luminance at the 15 frequencies (k H/4, l W/4), k, l in 0..3 but (0, 0),
-                  where the two x2 up-samplings of a ResNet generator put their periodic artifacts
-                  (periods 2 and 4 px), against the median power of each one's 5x5 neighbourhood
-                  in the spectrum, in dB (10 log10 of the ratio), averaged over the 15. A natural
-                  frame's spectrum is smooth there (about 0 dB: measure the target's own frames for
-                  the floor); a visible checkerboard is several dB.
+checkerboard_db   the spectral peaks of a checkerboard: the mean power spectrum of the frames'
+                  luminance at the 9 frequencies (k H/4, l W/4), k, l in 1..3, where the two x2
+                  up-samplings of a ResNet generator put a two-dimensional pattern of period 2 or 4
+                  px, against the median power of each one's 5x5 neighbourhood in the spectrum, in
+                  dB (10 log10 of the ratio), averaged over the 9. A natural frame's spectrum is
+                  smooth there (about 0 dB: the target's own frames are the floor); a visible
+                  checkerboard is several dB. (The axis-aligned frequencies, k or l 0, are left out:
+                  stripes and textures of the content, bricks and windows, peak there too.)
 colour            the frames' mean CIE L*a*b* (L* 0..100, a* green-red, b* blue-yellow) and mean
                   chroma C* = sqrt(a*^2 + b*^2) (saturation), over all pixels.
 colour_shift      of one set against another (translated against the target's frames): the cast
@@ -27,8 +28,8 @@ def luminance(frame: np.ndarray) -> np.ndarray:
 
 
 def lattice(h: int, w: int) -> list[tuple[int, int]]:
-    """The spectrum bins of periods 2 and 4 px (both axes), DC left out."""
-    return [(round(k * h / 4) % h, round(l * w / 4) % w) for k in range(4) for l in range(4) if k or l]
+    """The spectrum bins of a 2-D pattern of period 2 or 4 px (both frequencies nonzero)."""
+    return [(round(k * h / 4) % h, round(l * w / 4) % w) for k in range(1, 4) for l in range(1, 4)]
 
 
 def checkerboard_db(frames: Iterable[np.ndarray]) -> float | None:
