@@ -220,3 +220,15 @@ def test_a_daformer_run_with_every_part_trains_and_resumes_exactly(synth_root, t
     with pytest.raises(Exception, match="feature_distance > 0 keeps the encoder near its ImageNet weights"):
         train_online(tiny_online(synth_root, "model.backbone=tu-resnet10t", "online.feature_distance=0.005"),
                      tmp_path / "scratch", progress=False)
+
+
+def test_the_cpu_studys_arms_say_which_network_and_losses_they_train(tmp_path):
+    from pathlib import Path
+
+    from i2iuda.study import Study, StudyConfig
+
+    cfg = load_config(StudyConfig, Path(__file__).parents[1] / "configs" / "study_daformer_cpu.yaml")
+    said = {a.name: a.manifest().get("description", "") for a in Study.resolve(cfg, tmp_path).arms.values()}
+    assert "network daformer-mit_b0, 64-channel head" in said["daformer"] and "network" not in said["dacs"]
+    assert "ImageNet-pretrained" in said["lite0_dacs"] and "feature distance" not in said["lite0_dacs"]
+    assert "feature distance (weight 0.005)" in said["lite0_dacs_fd"]

@@ -133,6 +133,12 @@ class Online(Arm):
         if o.mic:
             parts.append(f"MIC: the student also learns the teacher's labels from target frames with "
                          f"{100 * o.mic_ratio:.0f}% of their patches masked")
+        if o.feature_distance:
+            parts.append(f"DAFormer's ImageNet feature distance (weight {o.feature_distance:g}) on thing classes")
+        m = seg.model
+        if m != self.study.cfg.segment.model:  # its own network (``segment`` settings)
+            head = f", {m.decoder_channels}-channel head" if m.arch == "daformer" else ""
+            parts.insert(0, f"network {m.arch}-{m.backbone}{head}" + (", ImageNet-pretrained" if m.pretrained else ""))
         length = (f"{seg.epochs * seg.steps_per_epoch} steps" if seg.steps_per_epoch
                   else f"{self.study.cfg.segment.epochs} epochs")
         on = "the raw source" if self.source.method is None else f"{self.source.name}'s training set"
