@@ -9,6 +9,8 @@ machine's drift hits all alike.
     python benchmarks/cyclegan.py --size 180x360 --batch 2 --variants fp32,bf16,fp32-cl,bf16-cl
     python benchmarks/cyclegan.py --methods cyclegan,cut,fastcut --size 256x256 --batch 1 --identity --rounds 3
     python benchmarks/cyclegan.py --device cuda --peak-tflops 989 ...          # prints MFU
+    python benchmarks/cyclegan.py --methods cyclegan,cyclegan@bilinear,cyclegan@antialias --size 64x128 --batch 1 \
+        --ngf 16 --ndf 16 --blocks 3 --d-layers 1 --identity --rounds 3 --steps 20   # the demo's, per up-sampling
     python benchmarks/cyclegan.py --reference PATH --size 128x128 --batch 1 --identity --rounds 3 --steps 3
 
 --reference PATH adds junyanz/pytorch-CycleGAN-and-pix2pix's CycleGANModel (a checkout of it at PATH:
@@ -68,7 +70,8 @@ class Reference:
 
 
 def build(args, name: str, variant: str):
-    """(translator, autocast, batches) for a method name: cyclegan, cyclegan_sem, cut, fastcut or reference."""
+    """(translator, autocast, batches) for a method name: cyclegan, cyclegan_sem, cut, fastcut or reference,
+    optionally @ an up-sampling of the generator (cyclegan@bilinear)."""
     from i2iuda.runtime import init_runtime
     from i2iuda.translation.methods import method
     from i2iuda.segmentation.models import FrozenSegmenter, ModelConfig, build_model
@@ -85,6 +88,9 @@ def build(args, name: str, variant: str):
             raise SystemExit(f"--variants {variant}: the reference is measured in fp32 only")
         batches = [(torch.rand(args.batch, 3, h, w, generator=gen) * 2 - 1).to(device) for _ in range(4)]
         return Reference(args), init_runtime(args.device, "none", False), batches
+    name, _, sampling = name.partition("@")
+    if sampling:
+        model["sampling"] = sampling
     cyclegan = name.startswith("cyclegan")
     if cyclegan:
         model.update(identity=args.identity, pool_size=args.pool)
@@ -173,7 +179,8 @@ def main():
     p.add_argument("--blocks", type=int, default=9)
     p.add_argument("--d-layers", type=int, default=3, help="PatchGAN depth (3: 70x70 patches)")
     p.add_argument("--identity", action="store_true", help="CycleGAN's identity loss")
-    p.add_argument("--methods", default="cyclegan", help="comma list of cyclegan, cyclegan_sem, cut, fastcut")
+    p.add_argument("--methods", default="cyclegan", help="comma list of cyclegan, cyclegan_sem, cut, fastcut, each optionally @transposed, @resize, "
+                   "@bilinear or @antialias")
     p.add_argument("--reference", default=None, metavar="PATH",
                    help="a pytorch-CycleGAN-and-pix2pix checkout: adds its CycleGAN step as method 'reference'")
     p.add_argument("--segmenter", default="tu-resnet10t", help="CyCADA's f (cyclegan_sem): the CPU preset's backbone")
@@ -197,10 +204,10 @@ def main():
             for name in args.methods.split(","):
                 rows.append({"round": r, **bench(args, name, v, built[name, v])})
                 print(json.dumps(rows[-1]), flush=True)
-    print(f"\n{'method':12s} {'variant':8s} {'size':>9s} {'batch':>5s} {'s/step':>8s} {'steps/s':>8s} {'TFLOP/step':>10s} "
+    print(f"\n{'method':18s} {'variant':8s} {'size':>9s} {'batch':>5s} {'s/step':>8s} {'steps/s':>8s} {'TFLOP/step':>10s} "
           f"{'TFLOP/s':>8s} {'saved MB':>8s} {'transl img/s':>12s}")
     for r in rows:
-        print(f"{r['method']:12s} {r['variant']:8s} {r['size']:>9s} {r['batch']:>5d} {r['s_per_step']:8.3f} "
+        print(f"{r['method']:18s} {r['variant']:8s} {r['size']:>9s} {r['batch']:>5d} {r['s_per_step']:8.3f} "
               f"{r['steps_per_s']:8.3f} {r['tflop_per_step']:10.3f} {r['achieved_tflops']:8.3f} {r['saved_mb']:8.1f} "
               f"{r['translate_images_per_s']:12.2f}" + (f"  MFU {100 * r['mfu']:.1f}%" if "mfu" in r else ""))
     if args.json:
