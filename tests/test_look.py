@@ -17,9 +17,12 @@ def test_the_samplings_are_built_as_their_references():
     """transposed: ConvTranspose2d(3, stride 2) up; resize: nearest x2 then a 3x3 conv; antialias
     (CUT's reference): stride-1 convs and a [1,2,1]^2 blur-pool down (G and D), a [1,3,3,1]^2
     transposed blur then a 3x3 conv up; the same parameters in all three."""
-    kinds = {s: [type(m).__name__ for m in Generator(8, 2, s).model] for s in ("transposed", "resize", "antialias")}
+    kinds = {s: [type(m).__name__ for m in Generator(8, 2, s).model] for s in ("transposed", "resize", "bilinear", "antialias")}
     assert kinds["transposed"].count("ConvTranspose2d") == 2 and "Upsample" not in kinds["transposed"]
-    assert kinds["resize"].count("Upsample") == 2 and "ConvTranspose2d" not in kinds["resize"]
+    for s in ("resize", "bilinear"):
+        assert kinds[s].count("Upsample") == 2 and "ConvTranspose2d" not in kinds[s]
+    modes = {s: {m.mode for m in Generator(8, 2, s).modules() if isinstance(m, torch.nn.Upsample)} for s in ("resize", "bilinear")}
+    assert modes == {"resize": {"nearest"}, "bilinear": {"bilinear"}}
     assert kinds["antialias"].count("BlurUpsample") == 2 and kinds["antialias"].count("BlurPool") == 2
     counts = {s: sum(p.numel() for p in Generator(8, 2, s).parameters()) for s in kinds}
     assert len(set(counts.values())) == 1  # the fixed blurs are buffers, not parameters
@@ -59,6 +62,30 @@ def test_a_transposed_up_sampling_checkerboards_and_the_others_do_not():
     torch.nn.init.ones_(r[1].weight)
     assert len(torch.unique(r(x)[0, 0, 2:-2, 2:-2])) == 1
     assert len(torch.unique(BlurUpsample(1)(x)[0, 0, 2:-2, 2:-2].round(decimals=5))) == 1
+    b = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Conv2d(1, 1, 3, padding=1, bias=False))
+    torch.nn.init.ones_(b[1].weight)
+    assert len(torch.unique(b(x)[0, 0, 2:-2, 2:-2].round(decimals=5))) == 1
+
+
+def test_the_demo_up_samples_bilinearly_and_the_compared_studies_as_the_paper():
+    """The demo's CycleGAN is the checkerboard-free one (docs/translation.md, "What the demo uses");
+    the studies whose numbers docs/results.md holds keep the paper's transposed convolution."""
+    from pathlib import Path
+
+    from i2iuda.cli import DEFAULT_STUDY  # what `make demo` runs
+    from i2iuda.config import load_config
+    from i2iuda.study import Study, StudyConfig
+
+    root = Path(__file__).resolve().parents[1]
+
+    def sampling(preset: Path, arm: str) -> str:
+        cfg = load_config(StudyConfig, preset, [])
+        return Study.resolve(cfg, root / "runs" / "unused").arms[arm].translate.model.sampling
+
+    assert sampling(DEFAULT_STUDY, "cyclegan") == "bilinear"
+    for preset in ("study_compare_cpu.yaml", "study_selftrain_cpu.yaml", "study_online_cpu.yaml", "study_daformer_cpu.yaml"):
+        assert sampling(root / "configs" / preset, "cyclegan") == "transposed", preset
+    assert sampling(root / "configs" / "study_look_demo_cpu.yaml", "cg_transposed_gain005") == "transposed"
 
 
 def test_the_checkerboard_score_finds_a_periodic_pattern_and_not_a_natural_frame():
