@@ -179,3 +179,26 @@ def test_the_cli_trains_a_run_that_segment_eval_reads(synth_root, tmp_path):
                           *[f"--{o.split('=')[0]}={o.split('=', 1)[1]}" for o in data(synth_root)], *TINY,
                           "online.threshold=1.5"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "online.threshold=1.5: out of range" in bad.stderr
+
+
+def test_the_cpu_online_presets_train_at_the_papers_batch_on_the_demos_source_frames(tmp_path):
+    # The schedule study (docs/results.md) chose 2 (+ 2) frames for the 2,880 source frames the demo's
+    # segmenters see, for every arm of these presets; the schedule preset's other arms are its stated
+    # batches and multiples of those frames.
+    from pathlib import Path
+
+    from i2iuda.study import Study, StudyConfig
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in ("study_online_cpu.yaml", "study_daformer_cpu.yaml", "study_schedule_cpu.yaml"):
+        study = Study.resolve(load_config(StudyConfig, configs / name), tmp_path / name)
+        so = study.arms["source_only"].segment_config()
+        so_frames = so.data.batch_size * so.epochs * so.steps_per_epoch
+        assert (so.data.batch_size, so_frames) == (2, 2880), name
+        online = {n: a.segment_config() for n, a in study.arms.items() if a.KIND == "online"}
+        assert online, name
+        for arm, seg in online.items():
+            frames = seg.data.batch_size * seg.epochs * seg.steps_per_epoch
+            batch = int(arm.rpartition("_b")[2][0]) if "_b4" in arm or "_b8" in arm else 2
+            times = 4 if arm.endswith("x4") else 2 if arm.endswith("x2") else 1
+            assert (seg.data.batch_size, frames) == (batch, times * so_frames), (name, arm)
