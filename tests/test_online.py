@@ -2,6 +2,7 @@
 resume, DDP, and a CLI run that segment eval reads."""
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -199,6 +200,6 @@ def test_the_cpu_online_presets_train_at_the_papers_batch_on_the_demos_source_fr
         assert online, name
         for arm, seg in online.items():
             frames = seg.data.batch_size * seg.epochs * seg.steps_per_epoch
-            batch = int(arm.rpartition("_b")[2][0]) if "_b4" in arm or "_b8" in arm else 2
-            times = 4 if arm.endswith("x4") else 2 if arm.endswith("x2") else 1
+            named = re.search(r"_b(\d)(?:x(\d))?$", arm)  # ARM_bB or ARM_bBxK: batch B, K times the frames
+            batch, times = (int(named[1]), int(named[2] or 1)) if named else (2, 1)
             assert (seg.data.batch_size, frames) == (batch, times * so_frames), (name, arm)
