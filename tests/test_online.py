@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 
 from i2iuda.config import load_config
 from i2iuda.segmentation import online as O
+from i2iuda.study import Study, StudyConfig
 
 TINY = ["model.backbone=tu-resnet10t", "model.encoder_depth=4", "data.size=[32,64]", "data.crop=[32,64]",
         "data.batch_size=2", "data.workers=0", "device=cpu", "optimizer=adamw", "lr=0.004", "log_every=1"]
@@ -186,10 +188,6 @@ def test_the_cpu_online_presets_train_at_the_papers_batch_on_the_demos_source_fr
     # The schedule study (docs/results.md) chose 2 (+ 2) frames for the 2,880 source frames the demo's
     # segmenters see, for every arm of these presets; the schedule preset's other arms are its stated
     # batches and multiples of those frames.
-    from pathlib import Path
-
-    from i2iuda.study import Study, StudyConfig
-
     configs = Path(__file__).resolve().parents[1] / "configs"
     for name in ("study_online_cpu.yaml", "study_daformer_cpu.yaml", "study_schedule_cpu.yaml"):
         study = Study.resolve(load_config(StudyConfig, configs / name), tmp_path / name)
