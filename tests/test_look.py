@@ -67,9 +67,11 @@ def test_a_transposed_up_sampling_checkerboards_and_the_others_do_not():
     assert len(torch.unique(b(x)[0, 0, 2:-2, 2:-2].round(decimals=5))) == 1
 
 
-def test_the_demo_up_samples_bilinearly_and_the_compared_studies_as_the_paper():
-    """The demo's CycleGAN is the checkerboard-free one (docs/translation.md, "What the demo uses");
-    the studies whose numbers docs/results.md holds keep the paper's transposed convolution."""
+def test_the_demo_and_presets_up_sample_as_chosen_and_the_compared_studies_as_the_paper():
+    """The demo's CycleGAN is the checkerboard-free one (docs/translation.md, "What the demo uses"),
+    the CPU presets up-sample as the 3-seed ablation chose (CycleGAN anti-aliased, CUT by resize-
+    convolution), CUT's paper preset as its reference code; the studies whose numbers
+    docs/results.md holds keep the paper's transposed convolution."""
     from pathlib import Path
 
     from i2iuda.cli import DEFAULT_STUDY  # what `make demo` runs
@@ -86,6 +88,13 @@ def test_the_demo_up_samples_bilinearly_and_the_compared_studies_as_the_paper():
     for preset in ("study_compare_cpu.yaml", "study_selftrain_cpu.yaml", "study_online_cpu.yaml", "study_daformer_cpu.yaml"):
         assert sampling(root / "configs" / preset, "cyclegan") == "transposed", preset
     assert sampling(root / "configs" / "study_look_demo_cpu.yaml", "cg_transposed_gain005") == "transposed"
+    assert sampling(root / "configs" / "study_compare_cpu.yaml", "cut") == "transposed"
+    from i2iuda.translation.train import TranslateConfig
+
+    presets = {"cyclegan_cpu.yaml": "antialias", "cut_cpu.yaml": "resize", "cut_paper.yaml": "antialias",
+               "cyclegan_paper.yaml": "transposed"}
+    for preset, chosen in presets.items():
+        assert load_config(TranslateConfig, root / "configs" / preset).typed().model.sampling == chosen, preset
 
 
 def test_the_checkerboard_score_finds_a_periodic_pattern_and_not_a_natural_frame():
