@@ -101,8 +101,7 @@ def test_readme_studies_keep_the_cpu_translator_they_were_run_with(name):
     study = arms(load_config(StudyConfig, CONFIGS / name))
     cyclegan = next(a for a in study if a.name == "cyclegan").translate
     plain = load_config(TranslateConfig, CONFIGS / "cyclegan_cpu.yaml")
-    assert (cyclegan.model.sampling, plain.model.sampling) == ("transposed", "antialias")
-    assert cyclegan.model == replace(plain.model, sampling="transposed")
+    assert cyclegan.model == replace(plain.model, sampling="transposed")  # the preset's own: test_look.py
     assert (cyclegan.epochs, cyclegan.steps_per_epoch) == (plain.epochs, plain.steps_per_epoch)
 
 

@@ -77,6 +77,7 @@ def test_the_demo_and_presets_up_sample_as_chosen_and_the_compared_studies_as_th
     from i2iuda.cli import DEFAULT_STUDY  # what `make demo` runs
     from i2iuda.config import load_config
     from i2iuda.study import Study, StudyConfig
+    from i2iuda.translation.train import TranslateConfig
 
     root = Path(__file__).resolve().parents[1]
 
@@ -89,8 +90,6 @@ def test_the_demo_and_presets_up_sample_as_chosen_and_the_compared_studies_as_th
         assert sampling(root / "configs" / preset, "cyclegan") == "transposed", preset
     assert sampling(root / "configs" / "study_look_demo_cpu.yaml", "cg_transposed_gain005") == "transposed"
     assert sampling(root / "configs" / "study_compare_cpu.yaml", "cut") == "transposed"
-    from i2iuda.translation.train import TranslateConfig
-
     presets = {"cyclegan_cpu.yaml": "antialias", "cut_cpu.yaml": "resize", "cut_paper.yaml": "antialias",
                "cyclegan_paper.yaml": "transposed"}
     for preset, chosen in presets.items():
