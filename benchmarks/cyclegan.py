@@ -9,7 +9,7 @@ machine's drift hits all alike.
     python benchmarks/cyclegan.py --size 180x360 --batch 2 --variants fp32,bf16,fp32-cl,bf16-cl
     python benchmarks/cyclegan.py --methods cyclegan,cut,fastcut --size 256x256 --batch 1 --identity --rounds 3
     python benchmarks/cyclegan.py --device cuda --peak-tflops 989 ...          # prints MFU
-    python benchmarks/cyclegan.py --methods cyclegan,cyclegan@bilinear,cyclegan@antialias --size 64x128 --batch 1 \
+    python benchmarks/cyclegan.py --methods cyclegan,cyclegan@bilinear,cyclegan@conv_bilinear,cyclegan@antialias --size 64x128 --batch 1 \
         --ngf 16 --ndf 16 --blocks 3 --d-layers 1 --identity --rounds 3 --steps 20   # the demo's, per up-sampling
     python benchmarks/cyclegan.py --reference PATH --size 128x128 --batch 1 --identity --rounds 3 --steps 3
 
@@ -180,7 +180,7 @@ def main():
     p.add_argument("--d-layers", type=int, default=3, help="PatchGAN depth (3: 70x70 patches)")
     p.add_argument("--identity", action="store_true", help="CycleGAN's identity loss")
     p.add_argument("--methods", default="cyclegan", help="comma list of cyclegan, cyclegan_sem, cut, fastcut, each optionally @transposed, @resize, "
-                   "@bilinear or @antialias")
+                   "@bilinear, @conv_bilinear or @antialias")
     p.add_argument("--reference", default=None, metavar="PATH",
                    help="a pytorch-CycleGAN-and-pix2pix checkout: adds its CycleGAN step as method 'reference'")
     p.add_argument("--segmenter", default="tu-resnet10t", help="CyCADA's f (cyclegan_sem): the CPU preset's backbone")

@@ -1,9 +1,12 @@
 """How the translators of a study look, side by side: per translation arm, its translated source val
 frames' checkerboard score and colour cast against the target train frames (appearance.py), KID
 against them (fid.py, when the FID Inception weights are installed), and the same for the raw source
-and the target's own frames (the floors).
+and the target's own frames (the floors: its train frames' checkerboard, its val frames' cast and KID).
 
-    python benchmarks/translation_look.py RUN [RUN ...] [--n 200] [--json FILE]
+    python benchmarks/translation_look.py RUN [RUN ...] [--n 200] [--json FILE] [--picture PNG]
+
+--picture: the first frames of source val, raw and as each arm translated them, and target train
+frames (other scenes) for reference, each pixel 2x2 (of the first RUN's first seed).
 
 RUN: a study folder whose apply stages ran (``i2iuda run ... --stop-after apply`` is enough), or a
 multi-seed study's (its seed_S folders are read): a row per arm and seed, then the mean over seeds.
@@ -30,7 +33,7 @@ def rows_of(run: Path, n: int) -> list[dict]:
 
     floor = {"checkerboard_db": appearance.checkerboard_db(target), "colour": appearance.colour(target)}
     out = [{"arm": "(target train)", "checkerboard_db": floor["checkerboard_db"], "cast": 0.0, "chroma_shift": 0.0}]
-    specs = [("(raw source)", study.specs["source_val"])]
+    specs = [("(target val)", study.specs["target_val"]), ("(raw source)", study.specs["source_val"])]
     specs += [(a.name, a.translated("val")) for a in study.arms.values() if isinstance(a, Translation)
               and (a.folder("apply") / "about.json").is_file()]
     kid = None
@@ -50,12 +53,29 @@ def rows_of(run: Path, n: int) -> list[dict]:
     return out
 
 
+def picture(run: Path, path: Path, k: int = 4, scale: int = 2) -> None:
+    """Source val frames in rows, raw then each translation arm's, in columns; each pixel ``scale``
+    x ``scale`` (nearest, so a period-2 pattern stays one)."""
+    from i2iuda.io import save_png
+    from i2iuda.pictures import grid
+
+    study = Study.resolve(load_config(StudyConfig, run / "config.yaml"), run)
+    arms = [a for a in study.arms.values() if isinstance(a, Translation) and (a.folder("apply") / "about.json").is_file()]
+    columns = [frames_of(study.specs["source_val"], k)] + [frames_of(a.translated("val"), k) for a in arms]
+    columns.append(frames_of(study.specs["target_train"], k))  # what the translations aim at (other scenes)
+    rows = [[np.kron(c[i], np.ones((scale, scale, 1), np.uint8)) for c in columns] for i in range(k)]
+    save_png(path, grid(rows, captions=["raw source"] + [a.name for a in arms] + ["target train (other scenes)"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("runs", nargs="+", type=Path)
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--picture", type=Path)
     args = ap.parse_args()
+    if args.picture:
+        picture((sorted(args.runs[0].glob("seed_*")) or [args.runs[0]])[0], args.picture)
     table = {}
     for run in args.runs:
         folders = sorted(run.glob("seed_*")) or [run]

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from i2iuda.config import load_config
+from i2iuda.errors import UserError
 from i2iuda.data.datasets import build_index
 from i2iuda.translation.apply import apply_translator, sample_grid
 from i2iuda.segmentation.models import FrozenSegmenter
@@ -210,6 +211,7 @@ def test_ddp_two_gloo_processes(synth_root, tmp_path, name):
     script.write_text(textwrap.dedent("""
         import sys, torch, torch.distributed as dist
         from i2iuda.config import load_config
+from i2iuda.errors import UserError
         from i2iuda.translation import train as T
         from i2iuda.translation.methods import method
 
@@ -254,3 +256,29 @@ def test_random_crops_train_on_crops_and_resume_exactly(synth_root, tmp_path):
     for bad in ("[30,64]", "[32,256]"):  # not divisible by 4; wider than the frames
         with pytest.raises(UserError, match="data.random_crop"):
             translator_data(load_config(TranslateConfig, None, over + [f"data.random_crop={bad}"]))
+
+
+def test_channels_last_on_cpu_is_refused_for_what_it_does_to_the_gradients(toy_domains, tmp_path):
+    """On CPU, F(G(s)) in channels_last gives G gradients unrelated to the float64 ones (each layer
+    alone is right); the default layout matches them. A translator run asking for it stops with
+    one line. If a torch release fixes the kernels, the first assertion fails: lift the guard."""
+    import copy
+
+    torch.manual_seed(0)
+    s = torch.rand(1, 3, 32, 64) * 2 - 1
+    G, F = Generator(8, 1, "bilinear"), Generator(8, 1, "bilinear")
+    Gd, Fd = copy.deepcopy(G).double(), copy.deepcopy(F).double()
+    (Fd(Gd(s.double())) - 1).abs().mean().backward()
+    errors = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        g, f = copy.deepcopy(G).to(memory_format=layout), copy.deepcopy(F).to(memory_format=layout)
+        (f(g(s.contiguous(memory_format=layout))) - 1).abs().mean().backward()
+        errors[layout] = max(float((p.grad.double() - q.grad).norm() / q.grad.norm())
+                             for (n, p), q in zip(g.named_parameters(), Gd.parameters()) if n.endswith("weight"))
+    assert errors[torch.channels_last] > 0.1 and errors[torch.contiguous_format] < 0.01, errors
+    source, target = toy_domains
+    cfg = load_config(TranslateConfig, None, TINY + [f"source={source}", f"target={target}", "channels_last=true",
+                                                     "device=cpu"])
+    with pytest.raises(UserError, match="channels_last=true on cpu"):
+        train_translator(cfg, tmp_path / "run", progress=False)
+

@@ -17,12 +17,18 @@ def test_the_samplings_are_built_as_their_references():
     """transposed: ConvTranspose2d(3, stride 2) up; resize: nearest x2 then a 3x3 conv; antialias
     (CUT's reference): stride-1 convs and a [1,2,1]^2 blur-pool down (G and D), a [1,3,3,1]^2
     transposed blur then a 3x3 conv up; the same parameters in all three."""
-    kinds = {s: [type(m).__name__ for m in Generator(8, 2, s).model] for s in ("transposed", "resize", "bilinear", "antialias")}
+    kinds = {s: [type(m).__name__ for m in Generator(8, 2, s).model]
+             for s in ("transposed", "resize", "bilinear", "conv_bilinear", "antialias")}
     assert kinds["transposed"].count("ConvTranspose2d") == 2 and "Upsample" not in kinds["transposed"]
     for s in ("resize", "bilinear"):
         assert kinds[s].count("Upsample") == 2 and "ConvTranspose2d" not in kinds[s]
-    modes = {s: {m.mode for m in Generator(8, 2, s).modules() if isinstance(m, torch.nn.Upsample)} for s in ("resize", "bilinear")}
-    assert modes == {"resize": {"nearest"}, "bilinear": {"bilinear"}}
+    modes = {s: {m.mode for m in Generator(8, 2, s).modules() if isinstance(m, torch.nn.Upsample)}
+             for s in ("resize", "bilinear", "conv_bilinear")}
+    assert modes == {"resize": {"nearest"}, "bilinear": {"bilinear"}, "conv_bilinear": {"bilinear"}}
+    # conv_bilinear convolves before it resizes (at a quarter of the pixels), the resizes after
+    up = [k for k in kinds["conv_bilinear"] if k in ("Conv2d", "Upsample")][-5:-1]
+    assert up == ["Conv2d", "Upsample", "Conv2d", "Upsample"]
+    assert [k for k in kinds["bilinear"] if k in ("Conv2d", "Upsample")][-5:-1] == ["Upsample", "Conv2d", "Upsample", "Conv2d"]
     assert kinds["antialias"].count("BlurUpsample") == 2 and kinds["antialias"].count("BlurPool") == 2
     counts = {s: sum(p.numel() for p in Generator(8, 2, s).parameters()) for s in kinds}
     assert len(set(counts.values())) == 1  # the fixed blurs are buffers, not parameters
@@ -65,6 +71,9 @@ def test_a_transposed_up_sampling_checkerboards_and_the_others_do_not():
     b = torch.nn.Sequential(torch.nn.Upsample(scale_factor=2, mode="bilinear"), torch.nn.Conv2d(1, 1, 3, padding=1, bias=False))
     torch.nn.init.ones_(b[1].weight)
     assert len(torch.unique(b(x)[0, 0, 2:-2, 2:-2].round(decimals=5))) == 1
+    c = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 3, padding=1, bias=False), torch.nn.Upsample(scale_factor=2, mode="bilinear"))
+    torch.nn.init.ones_(c[0].weight)
+    assert len(torch.unique(c(x)[0, 0, 4:-4, 4:-4].round(decimals=5))) == 1
 
 
 def test_the_demo_and_presets_up_sample_as_chosen_and_the_compared_studies_as_the_paper():

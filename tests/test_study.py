@@ -313,6 +313,15 @@ def test_adding_an_arm_runs_only_that_arm(base_study):
     logged = (run / "translate" / "sem" / "losses.jsonl").read_text()
     assert '"loss/sem_s"' in logged and '"loss/sem_t"' in logged
     assert "CyCADA semantic loss x1 (source labels)" in (run / "report.md").read_text()
+    # the cast's floor: the target's own val frames against its train frames, in the rows and the report
+    from i2iuda import appearance
+    from i2iuda.study.diagnostics import frames_of
+
+    target = json.loads((run / "appearance_target.json").read_text())
+    floor = appearance.colour_shift(appearance.colour(frames_of(m["target_val"])), target["colour"])["cast"]
+    assert target["val_cast"] == pytest.approx(floor) and 0 < floor < 5
+    assert m["arms"]["cyclegan"]["translation"]["target_val_cast"] == pytest.approx(floor)
+    assert f"the target's own val frames: a cast of {floor:.2f}" in (run / "report.md").read_text()
     # KID/FID of every arm's frames (raw source for source-only), the target embedded once
     from i2iuda.fid import load_inception
     if load_inception() is not None:

@@ -12,7 +12,9 @@ colour            the frames' mean CIE L*a*b* (L* 0..100, a* green-red, b* blue-
                   chroma C* = sqrt(a*^2 + b*^2) (saturation), over all pixels.
 colour_shift      of one set against another (translated against the target's frames): the cast
                   |(delta a*, delta b*)| of the mean colour, its hue angle (0 red/magenta, 90
-                  yellow, 180 green, 270 blue) and the chroma and lightness differences.
+                  yellow, 180 green, 270 blue) and the chroma and lightness differences. A cast
+                  is visible from about CAST_JND (a*b* units; the target's own val frames against
+                  its train frames give the floor).
 """
 from __future__ import annotations
 
@@ -21,6 +23,10 @@ from collections.abc import Iterable
 
 import cv2
 import numpy as np
+
+# CIE Delta E*ab of one just-noticeable colour difference (Mahy, Van Eycken & Oosterlinck 1994; Sharma,
+# Digital Color Imaging Handbook, 2003): the line between a cast one measures and one that shows
+CAST_JND = 2.3
 
 
 def luminance(frame: np.ndarray) -> np.ndarray:

@@ -300,7 +300,10 @@ def translation_quality(rows: dict, fmt) -> list[str]:
            "against their neighbourhood (the target's own frames give the floor: "
            + (f"{fmt(next((rows[a]['translation'].get('target_checkerboard_db') for a in scored), None))} dB). "
               if any(rows[a]["translation"].get("target_checkerboard_db") is not None for a in scored) else "–). ")
-           + "**Cast**: the distance of the frames' mean a*b* colour from the target's (CIE Lab), **chroma**: their "
+           + "**Cast**: the distance of the frames' mean a*b* colour from the target's (CIE Lab; the target's own val "
+           "frames: " + fmt(next((rows[a]["translation"].get("target_val_cast") for a in scored
+                                  if rows[a]["translation"].get("target_val_cast") is not None), None))
+           + "; from about 2.3, one just-noticeable difference, a cast is visible: appearance.CAST_JND), **chroma**: their "
            "mean saturation's difference. **Flips**: the mean share of a class's pixels read as another class after "
            "translation, by the judge against the source labels (with the oracle: needs target labels) and by "
            "source-only against its own reading of the source frame (label-free).", "",

@@ -87,13 +87,18 @@ def frames_of(spec: str, n: int = LOOKED_AT) -> list[np.ndarray]:
 
 
 def target_look(study) -> dict:
-    """The target train frames' checkerboard score and colour: RUN/appearance_target.json, measured once."""
+    """The target train frames' checkerboard score and colour, and the cast of the target's own val
+    frames against them (the floor of a cast: two sets of the same domain differ this much):
+    RUN/appearance_target.json, measured once."""
     cache = study.run / "appearance_target.json"
     spec = study.specs["target_train"]
     cached = read_json(cache, None)
-    if cached is None or cached.get("frames") != spec:
+    if cached is None or cached.get("frames") != spec or "val_cast" not in cached:
         target = frames_of(spec)
-        cached = {"frames": spec, "checkerboard_db": appearance.checkerboard_db(target), "colour": appearance.colour(target)}
+        c = appearance.colour(target)
+        val = appearance.colour(frames_of(study.specs["target_val"]))
+        cached = {"frames": spec, "checkerboard_db": appearance.checkerboard_db(target), "colour": c,
+                  "val_cast": appearance.colour_shift(val, c)["cast"] if val and c else None}
         write_json(cache, cached)
     return cached
 
@@ -103,7 +108,8 @@ def look(spec: str, target: dict) -> dict:
     c = appearance.colour(frames)
     return {"checkerboard_db": appearance.checkerboard_db(frames), "colour": c,
             "colour_shift": appearance.colour_shift(c, target["colour"]),
-            "target_checkerboard_db": target["checkerboard_db"], "target_colour": target["colour"]}
+            "target_checkerboard_db": target["checkerboard_db"], "target_colour": target["colour"],
+            "target_val_cast": target.get("val_cast")}
 
 
 @torch.no_grad()

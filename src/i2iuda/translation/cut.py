@@ -70,9 +70,9 @@ class CUTConfig:
     ngf: int = 64
     ndf: int = 64
     d_layers: int = 3  # PatchGAN depth: 3 -> 70x70 patches, 2 -> 34x34, 1 -> 16x16 (see gan.py)
-    # down- and up-sampling of G and D: transposed (CycleGAN's; this module's so far), resize, antialias
-    # (the reference's default); gan.py's docstring
-    sampling: Literal["transposed", "resize", "bilinear", "antialias"] = "transposed"
+    # down- and up-sampling of G and D: transposed (CycleGAN's), resize, bilinear, conv_bilinear,
+    # antialias (the reference's default); gan.py's docstring
+    sampling: Literal["transposed", "resize", "bilinear", "conv_bilinear", "antialias"] = "transposed"
     n_blocks: int = 9
     lambda_gan: float = 1.0
     # None: the mode's value (cut: 1.0, on, off; fastcut: 10.0, off, on); filled in when loaded

@@ -50,9 +50,9 @@ class CycleGANConfig:
     lambda_cycle: float = 10.0
     identity: bool = False  # identity loss ||G(t) - t|| + ||F(s) - s||, weight lambda_identity * lambda_cycle
     lambda_identity: float = 0.5  # the identity loss's weight, a share of lambda_cycle (the paper's 0.5)
-    # down- and up-sampling of G and F (and D's): transposed (the paper's), resize, antialias (CUT's);
-    # gan.py's docstring
-    sampling: Literal["transposed", "resize", "bilinear", "antialias"] = "transposed"
+    # down- and up-sampling of G and F (and D's): transposed (the paper's), resize, bilinear,
+    # conv_bilinear, antialias (CUT's); gan.py's docstring
+    sampling: Literal["transposed", "resize", "bilinear", "conv_bilinear", "antialias"] = "transposed"
     init_gain: float = 0.02  # std of the N(0, gain) initial weights (the reference's)
     lr: float = 2e-4
     beta1: float = 0.5

@@ -12,6 +12,10 @@ and taesungp/contrastive-unpaired-translation, models/networks.py):
     resize       down as transposed; up by nearest-neighbour resizing then a 3x3 convolution (Odena et
                  al.'s resize-convolution: every output pixel gets the same taps)
     bilinear     resize-convolution with bilinear resizing (no 2x2 blocks for the convolution to keep)
+    conv_bilinear  the order reversed: the 3x3 convolution at the low resolution (the cost of the
+                 transposed one, a quarter of bilinear's), then bilinear x2 resizing, whose filter
+                 [1, 3, 3, 1] / 4 a side adds nothing at period 2; a pattern the convolution paints
+                 at half resolution still passes, at period 4 (docs/translation.md measures it)
     antialias    CUT's reference (its default): down by a stride-1 convolution, norm and activation,
                  then a fixed [1, 2, 1] x [1, 2, 1] blur with stride 2 (Zhang's blur-pool, reflect
                  padding); up by a fixed [1, 3, 3, 1] x [1, 3, 3, 1] transposed blur with stride 2
@@ -43,7 +47,7 @@ class ResnetBlock(nn.Module):
         return x + self.block(x)
 
 
-SAMPLINGS = ("transposed", "resize", "bilinear", "antialias")
+SAMPLINGS = ("transposed", "resize", "bilinear", "conv_bilinear", "antialias")
 
 
 def blur_filter(taps: list[float]) -> torch.Tensor:
@@ -110,6 +114,8 @@ class Generator(nn.Module):
             elif sampling in ("resize", "bilinear"):
                 mode = {"resize": "nearest", "bilinear": "bilinear"}[sampling]
                 up = [nn.Upsample(scale_factor=2, mode=mode), nn.Conv2d(ngf * mult, c, 3, padding=1)]
+            elif sampling == "conv_bilinear":
+                up = [nn.Conv2d(ngf * mult, c, 3, padding=1), nn.Upsample(scale_factor=2, mode="bilinear")]
             else:
                 up = [BlurUpsample(ngf * mult), nn.Conv2d(ngf * mult, c, 3, padding=1)]
             layers += [*up, nn.InstanceNorm2d(c), nn.ReLU(True)]

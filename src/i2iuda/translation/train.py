@@ -136,6 +136,11 @@ def train_translator(cfg: TranslateConfig, run: str | Path, resume: bool = False
     cfg = cfg.typed()
     rt = init_runtime(cfg.device, cfg.amp, cfg.channels_last)
     m = method(cfg.method)
+    if m.TRAINS and rt.channels_last and rt.device.type == "cpu":
+        # each layer is right alone, but through F(G(s)) G's gradients come out unrelated to the
+        # float64 ones, and the demo's CycleGAN learned nothing (docs/speed.md)
+        raise UserError("channels_last=true on cpu: torch's CPU kernels compute the generators' gradients wrongly "
+                        "in that layout (docs/speed.md, 'channels_last on CPU'); set channels_last=false on CPU")
     if not m.TRAINS:
         translator = m.build(cfg, rt, 0, training=False)
         summary = {"steps": 0, "trains": False, "description": translator.describe()}

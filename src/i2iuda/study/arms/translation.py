@@ -8,7 +8,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import ClassVar
 
-from ...appearance import hue_name
+from ...appearance import CAST_JND, hue_name
 from ...config import from_dict, merge, to_dict
 from ...io import read_json, save_png, write_json
 from ...report import nice
@@ -202,7 +202,8 @@ def read_translation_scores(arm) -> dict:
                             "N": [kf["N_fake"], kf["N_real"]] if "N_fake" in kf else None,
                             "checkerboard_db": look.get("checkerboard_db"), "cast": shift.get("cast"),
                             "cast_hue_deg": shift.get("cast_hue_deg"), "chroma_shift": shift.get("chroma"),
-                            "target_checkerboard_db": look.get("target_checkerboard_db")}}
+                            "target_checkerboard_db": look.get("target_checkerboard_db"),
+                            "target_val_cast": look.get("target_val_cast")}}
 
 
 def flip_section(fail: dict) -> list[str]:
@@ -227,9 +228,12 @@ def look_section(look: dict | None) -> list[str]:
     if not look or look.get("checkerboard_db") is None:
         return []
     c, shift = look["colour"], look["colour_shift"]
+    floor = look.get("target_val_cast")
     return [f"**How the translated frames look** (appearance.py; the first 200 source val frames against 200 target "
             f"train frames): checkerboard {look['checkerboard_db']:.2f} dB (the target's own frames: "
             f"{look['target_checkerboard_db']:.2f} dB; above it, the periodic artifacts of up-sampling); colour cast "
             f"{shift['cast']:.2f} a*b* units towards {hue_name(shift['cast_hue_deg'])} ({shift['cast_hue_deg']:.0f}°), "
             f"chroma {shift['chroma']:+.2f}, lightness {shift['lightness']:+.2f} against the target's mean colour "
-            f"(L* {c['L']:.1f}, a* {c['a']:+.2f}, b* {c['b']:+.2f}).", ""]
+            f"(L* {c['L']:.1f}, a* {c['a']:+.2f}, b* {c['b']:+.2f}; the target's own val frames: a cast of "
+            + (f"{floor:.2f}" if floor is not None else "–")
+            + f"; from about {CAST_JND} a cast is visible, one just-noticeable difference).", ""]
