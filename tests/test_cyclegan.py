@@ -211,7 +211,6 @@ def test_ddp_two_gloo_processes(synth_root, tmp_path, name):
     script.write_text(textwrap.dedent("""
         import sys, torch, torch.distributed as dist
         from i2iuda.config import load_config
-from i2iuda.errors import UserError
         from i2iuda.translation import train as T
         from i2iuda.translation.methods import method
 

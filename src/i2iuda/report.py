@@ -300,7 +300,7 @@ def translation_quality(rows: dict, fmt) -> list[str]:
            "against their neighbourhood (the target's own frames give the floor: "
            + (f"{fmt(next((rows[a]['translation'].get('target_checkerboard_db') for a in scored), None))} dB). "
               if any(rows[a]["translation"].get("target_checkerboard_db") is not None for a in scored) else "–). ")
-           + "**Cast**: the distance of the frames' mean a*b* colour from the target's (CIE Lab; the target's own val "
+           + "**Cast**: the distance of the frames' mean a\\*b\\* colour from the target's (CIE Lab; the target's own val "
            "frames: " + fmt(next((rows[a]["translation"].get("target_val_cast") for a in scored
                                   if rows[a]["translation"].get("target_val_cast") is not None), None))
            + "; from about 2.3, one just-noticeable difference, a cast is visible: appearance.CAST_JND), **chroma**: their "

@@ -232,7 +232,7 @@ def look_section(look: dict | None) -> list[str]:
     return [f"**How the translated frames look** (appearance.py; the first 200 source val frames against 200 target "
             f"train frames): checkerboard {look['checkerboard_db']:.2f} dB (the target's own frames: "
             f"{look['target_checkerboard_db']:.2f} dB; above it, the periodic artifacts of up-sampling); colour cast "
-            f"{shift['cast']:.2f} a*b* units towards {hue_name(shift['cast_hue_deg'])} ({shift['cast_hue_deg']:.0f}°), "
+            f"{shift['cast']:.2f} a\\*b\\* units towards {hue_name(shift['cast_hue_deg'])} ({shift['cast_hue_deg']:.0f}°), "
             f"chroma {shift['chroma']:+.2f}, lightness {shift['lightness']:+.2f} against the target's mean colour "
             f"(L* {c['L']:.1f}, a* {c['a']:+.2f}, b* {c['b']:+.2f}; the target's own val frames: a cast of "
             + (f"{floor:.2f}" if floor is not None else "–")
