@@ -25,6 +25,11 @@ from i2iuda.study.arms import Translation
 from i2iuda.study.diagnostics import frames_of, look
 
 
+def applied(study) -> list[Translation]:
+    """The study's translation arms whose apply stage ran."""
+    return [a for a in study.arms.values() if isinstance(a, Translation) and (a.folder("apply") / "about.json").is_file()]
+
+
 def rows_of(run: Path, n: int) -> list[dict]:
     cfg = load_config(StudyConfig, run / "config.yaml")
     study = Study.resolve(cfg, run)
@@ -34,8 +39,7 @@ def rows_of(run: Path, n: int) -> list[dict]:
     floor = {"checkerboard_db": appearance.checkerboard_db(target), "colour": appearance.colour(target)}
     out = [{"arm": "(target train)", "checkerboard_db": floor["checkerboard_db"], "cast": 0.0, "chroma_shift": 0.0}]
     specs = [("(target val)", study.specs["target_val"]), ("(raw source)", study.specs["source_val"])]
-    specs += [(a.name, a.translated("val")) for a in study.arms.values() if isinstance(a, Translation)
-              and (a.folder("apply") / "about.json").is_file()]
+    specs += [(a.name, a.translated("val")) for a in applied(study)]
     kid = None
     try:
         from i2iuda.fid import load_inception, score
@@ -60,7 +64,7 @@ def picture(run: Path, path: Path, k: int = 4, scale: int = 2) -> None:
     from i2iuda.pictures import grid
 
     study = Study.resolve(load_config(StudyConfig, run / "config.yaml"), run)
-    arms = [a for a in study.arms.values() if isinstance(a, Translation) and (a.folder("apply") / "about.json").is_file()]
+    arms = applied(study)
     columns = [frames_of(study.specs["source_val"], k)] + [frames_of(a.translated("val"), k) for a in arms]
     columns.append(frames_of(study.specs["target_train"], k))  # what the translations aim at (other scenes)
     rows = [[np.kron(c[i], np.ones((scale, scale, 1), np.uint8)) for c in columns] for i in range(k)]

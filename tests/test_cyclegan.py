@@ -280,4 +280,3 @@ def test_channels_last_on_cpu_is_refused_for_what_it_does_to_the_gradients(toy_d
                                                      "device=cpu"])
     with pytest.raises(UserError, match="channels_last=true on cpu"):
         train_translator(cfg, tmp_path / "run", progress=False)
-

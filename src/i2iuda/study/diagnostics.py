@@ -91,14 +91,14 @@ def target_look(study) -> dict:
     frames against them (the floor of a cast: two sets of the same domain differ this much):
     RUN/appearance_target.json, measured once."""
     cache = study.run / "appearance_target.json"
-    spec = study.specs["target_train"]
+    spec, val_spec = study.specs["target_train"], study.specs["target_val"]
     cached = read_json(cache, None)
-    if cached is None or cached.get("frames") != spec or "val_cast" not in cached:
+    if cached is None or cached.get("frames") != spec or cached.get("val_frames") != val_spec:
         target = frames_of(spec)
         c = appearance.colour(target)
-        val = appearance.colour(frames_of(study.specs["target_val"]))
-        cached = {"frames": spec, "checkerboard_db": appearance.checkerboard_db(target), "colour": c,
-                  "val_cast": appearance.colour_shift(val, c)["cast"] if val and c else None}
+        val = appearance.colour(frames_of(val_spec))
+        cached = {"frames": spec, "val_frames": val_spec, "checkerboard_db": appearance.checkerboard_db(target),
+                  "colour": c, "val_cast": appearance.colour_shift(val, c)["cast"] if val and c else None}
         write_json(cache, cached)
     return cached
 
