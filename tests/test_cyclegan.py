@@ -176,6 +176,27 @@ def test_resume_is_exact(synth_root, tmp_path):
     assert (tmp_path / "once" / "losses.jsonl").read_text() == (tmp_path / "twice" / "losses.jsonl").read_text()
 
 
+def test_the_moving_average_is_what_translates_and_resumes_exactly(synth_root, tmp_path):
+    """model.ema: the average of G and F's weights is saved beside the live nets, is what
+    translator.safetensors holds and load_translator translates with, and resumes bit for bit."""
+    over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
+                   "epochs=2", "steps_per_epoch=4", "model.ema=0.5"]
+    cfg = load_config(TranslateConfig, None, over)
+    train_translator(cfg, tmp_path / "once", progress=False)
+    train_translator(cfg, tmp_path / "twice", stop_at_step=4, progress=False)
+    train_translator(cfg, tmp_path / "twice", resume=True, progress=False)
+    states = [torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True)["trainer"] for r in ("once", "twice")]
+    averaged = [{k.removeprefix("module."): v for k, v in s["gens_ema"].items() if k.startswith("module.")} for s in states]
+    assert int(states[0]["gens_ema"]["n_averaged"]) == 8 and averaged[0].keys() == states[0]["gens"].keys()
+    assert all(torch.equal(averaged[0][k], averaged[1][k]) for k in averaged[0])
+    assert not all(torch.equal(averaged[0][k], v) for k, v in states[0]["gens"].items())  # an average, not the last
+    translator, _ = load_translator(tmp_path / "once", "cpu")
+    used = translator.inference_module().state_dict()
+    assert all(torch.equal(used[k], averaged[0][k]) for k in used)
+    with pytest.raises(UserError, match=r"model.ema=1"):
+        load_config(TranslateConfig, None, over + ["model.ema=1"])
+
+
 def test_apply_writes_each_frame_once_and_skips_finished(synth_root, tmp_path):
     over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
                    "epochs=1", "steps_per_epoch=2"]

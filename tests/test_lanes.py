@@ -5,7 +5,7 @@ import os
 import pytest
 
 from i2iuda.errors import UserError
-from i2iuda.study.lanes import Job, run_in_lanes, threads_per_lane
+from i2iuda.lanes import Job, prestart, run_in_lanes, threads_per_lane
 
 
 def record(folder: str, name: str, fail: bool = False) -> None:
@@ -35,6 +35,32 @@ def test_lanes_respect_needs_and_share_the_cores(tmp_path):
     assert peaks["report"] is None and all(100 < peaks[n] < 4000 for n in "abcd")  # a lane's MB (torch imported)
 
 
+def test_lanes_started_ahead_run_the_stages_with_the_study_s_threads_and_none_is_left(tmp_path):
+    """prestart (i2iuda run, before it imports the study): the lanes it started run the stages, with
+    the thread count of the study's lanes, not of the guess; a lane it started beyond them ends."""
+    from i2iuda import lanes
+
+    prestart(3, warm=("i2iuda.study.run",))  # one more than the study below uses
+    ahead = [process for process, _ in lanes._AHEAD]
+    jobs = [Job(n, set(), (str(tmp_path), n)) for n in "abc"]
+    run_in_lanes(jobs, 2, record, print, lambda job, s, peak: None)
+    ran = [json.loads((tmp_path / f"{n}.json").read_text()) for n in "abc"]
+    assert {r["pid"] for r in ran} <= {p.pid for p in ahead} and len({r["pid"] for r in ran}) == 2
+    assert {r["threads"] for r in ran} == {threads_per_lane(2)}
+    for process in ahead:
+        process.join(timeout=10)
+    assert not any(p.is_alive() for p in ahead) and lanes._AHEAD == []
+
+
+def test_the_lanes_to_start_ahead_are_read_from_the_preset_and_its_overrides(tmp_path, monkeypatch):
+    from i2iuda.cli import DEFAULT_STUDY, lanes_asked
+
+    assert lanes_asked(DEFAULT_STUDY, []) == 2 and lanes_asked(DEFAULT_STUDY, ["lanes=1"]) == 1
+    assert lanes_asked(DEFAULT_STUDY, ["lanes=x"]) == 1 and lanes_asked(tmp_path / "absent.yaml", []) == 1
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert lanes_asked(DEFAULT_STUDY, []) == 1  # torchrun: the study refuses lanes
+
+
 def test_a_failing_lane_stops_the_study_with_its_line(tmp_path):
     done = []
     jobs = [Job("a", set(), (str(tmp_path), "a", True)), Job("b", {"a"}, (str(tmp_path), "b"))]
@@ -53,8 +79,8 @@ def test_tiny_study_in_two_lanes(tmp_path):
     assert set(metrics["arms"]) == {"source_only", "cyclegan", "oracle"}
     stages = json.loads((tmp_path / "run" / "stages.json").read_text())
     assert set(stages) == {"data", "translate:cyclegan", "apply:cyclegan", "segment:source_only",
-                           "segment:cyclegan", "segment:oracle", "evaluate:source_only", "evaluate:cyclegan",
-                           "evaluate:oracle", "report"}
+                           "segment:cyclegan", "segment:oracle", "look:source_only", "look:cyclegan",
+                           "evaluate:source_only", "evaluate:cyclegan", "evaluate:oracle", "report"}
     assert (tmp_path / "run" / "report.html").is_file()
     before = (tmp_path / "run" / "stages.json").read_text()
     run_study(cfg, tmp_path / "run", progress=False)  # everything done: nothing runs, nothing changes

@@ -139,7 +139,19 @@ def test_a_study_from_before_the_split_is_skipped_stage_by_stage(tmp_path):
         "translate.methods={cyclegan: {}, cyclegan_sem: {method: cyclegan, semantic: 1.0}, cut: {}, "
         "fda_b005: {method: fda, beta: 0.05}}", "self_train={st: {teachers: [cyclegan, fda_b005], rounds: 2}}",
         "eval.kid_fid=8", "data.synthetic_root=/pinned/bench", "data.synthetic.source_gap=2"])
-    assert hashes(cfg) == BEFORE_THE_SPLIT
+    assert before_the_look_stage(hashes(cfg), cfg) == BEFORE_THE_SPLIT
+
+
+def before_the_look_stage(now: dict[str, str], cfg) -> dict[str, str]:
+    """The stages a study had before the look stage took over the evaluate stage's scores of the
+    frames an arm trains on: the look stages are the only new ones, one for source-only and each
+    translation arm, each just before the arm's evaluate stage (study order)."""
+    study = resolved(cfg)
+    looked = [a for a in study.arms.values() if a.KIND in ("source_only", "translation")]
+    names = list(now)
+    assert {k for k in now if k.startswith("look:")} == {f"look:{a.name}" for a in looked}
+    assert all(names.index(f"look:{a.name}") < names.index(f"evaluate:{a.name}") for a in looked)
+    return {k: v for k, v in now.items() if not k.startswith("look:")}
 
 
 # Stage hashes, in study order, written by the study before it was rebuilt around its arm kinds
@@ -194,7 +206,7 @@ def test_a_study_from_before_the_arm_kinds_is_skipped_stage_by_stage(tmp_path):
         "fda_b005: {method: fda, beta: 0.05}}", "self_train={st: {teachers: [cyclegan, fda_b005], rounds: 2}}",
         "online={dacs: {source: source_only}, cg_mic: {source: cyclegan, mic: true, alpha: 0.999}, "
         "fda_dacs: {source: fda_b005, steps: 5}}", "eval.kid_fid=8", "data.synthetic_root=/pinned/bench"])
-    now = hashes(cfg)
+    now = before_the_look_stage(hashes(cfg), cfg)
     assert list(now) == list(BEFORE_THE_ARMS)
     online = {f"{k}:{a}" for k in ("segment", "evaluate") for a in ("dacs", "cg_mic", "fda_dacs")}
     assert {k: v for k, v in now.items() if k not in online} == {k: v for k, v in BEFORE_THE_ARMS.items() if k not in online}
@@ -223,8 +235,8 @@ def test_study_end_to_end(tmp_path):
     metrics = run_study(cfg, run, progress=False)
     stages2 = json.loads((run / "stages.json").read_text())
     assert list(stages2) == ["data", "translate:cyclegan", "apply:cyclegan", "segment:source_only",
-                             "segment:cyclegan", "segment:oracle", "evaluate:source_only", "evaluate:cyclegan",
-                             "evaluate:oracle", "report"]
+                             "segment:cyclegan", "segment:oracle", "look:source_only", "evaluate:source_only",
+                             "look:cyclegan", "evaluate:cyclegan", "evaluate:oracle", "report"]
     for s in stages:
         assert stages2[s] == stages[s]  # not redone
     # metrics.json: the documented schema, one row per arm
@@ -242,7 +254,7 @@ def test_study_end_to_end(tmp_path):
     # the FCN-score: the oracle on raw (source-only) and translated source val, against source labels
     fcn = {a: m["arms"][a]["translation"]["fcn_score_mIoU"] for a in ("source_only", "cyclegan")}
     assert all(0 <= v <= 100 for v in fcn.values()) and "translation" not in m["arms"]["oracle"]
-    scored = json.loads((run / "eval" / "cyclegan" / "translation.json").read_text())
+    scored = json.loads((run / "look" / "cyclegan" / "translation.json").read_text())
     assert "translated/cyclegan" in scored["frames"] and scored["kid_fid"] is None  # KID/FID off by default
     assert "FCN-score" in (run / "report.md").read_text()
     # a finished stage whose folder was deleted is redone, and only that one (the others' outputs
@@ -305,7 +317,7 @@ def test_adding_an_arm_runs_only_that_arm(base_study):
     after = json.loads((run / "stages.json").read_text())
     redone = {k for k in after if before.get(k) != after[k]}
     new = ("fda_b005", "fastcut", "sem")
-    assert redone == {f"{k}:{a}" for k in ("translate", "apply", "segment", "evaluate") for a in new} | {"report"}
+    assert redone == {f"{k}:{a}" for k in ("translate", "apply", "segment", "look", "evaluate") for a in new} | {"report"}
     assert list(m["arms"]) == ["source_only", "cyclegan", "fda_b005", "fastcut", "sem"]
     # CyCADA's f is the study's source-only segmenter, and the loss was trained on
     sem_cfg = yaml.safe_load((run / "translate" / "sem" / "config.yaml").read_text())
@@ -476,7 +488,7 @@ def test_self_training_arms_pseudo_label_with_the_previous_round(base_study):
     cfg = tiny(tmp_path, "oracle=false", SMALL, "eval.kid_fid=4",
                "self_train={st: {teachers: [cyclegan], rounds: 2, percentile: 66}}")
     order = list(hashes(cfg))
-    assert order[order.index("segment:cyclegan") + 1:order.index("evaluate:source_only")] == [
+    assert order[order.index("segment:cyclegan") + 1:order.index("look:source_only")] == [
         "pseudo:st_r1", "segment:st_r1", "pseudo:st_r2", "segment:st_r2"]
     before = json.loads((run / "stages.json").read_text())
     m = run_study(cfg, run, progress=False)

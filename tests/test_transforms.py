@@ -57,3 +57,31 @@ def test_eval_transform_keeps_full_resolution_mask():
     assert m.shape == (45, 90) and set(m.unique().tolist()) <= set(np.unique(mask).tolist())
     x, none = eval_transform(None)(image, None)
     assert none is None and x.shape == (3, 180, 360)
+
+
+def test_a_seeded_draw_repeats_its_augmentation_and_leaves_every_other_generator_alone(monkeypatch):
+    """Seeded (the training loaders' wrapper): the same draw gives the same random crop and flip,
+    the global CPU generator is as it was, and no accelerator generator is reseeded per frame."""
+    from i2iuda.data.sampling import Seeded
+
+    image, mask = blocky_pair()
+    tf = train_transform(AugmentConfig(size=(90, 180), scale=(0.75, 1.5), crop=(80, 160), hflip=0.5, blur=0.0))
+
+    class Frames(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return tf(image, mask)
+
+    def no_reseed(*args):
+        raise AssertionError("an accelerator's generator reseeded by a data draw")
+
+    frames = Seeded(Frames())
+    torch.manual_seed(123)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", no_reseed)
+    before = torch.get_rng_state()
+    a, b, c = frames[(7, 0)], frames[(7, 0)], frames[(8, 0)]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])

@@ -6,6 +6,7 @@ Bad input raises ``UserError``; ``main`` prints it as one line and exits with co
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -379,12 +380,28 @@ def evaluate_files(
 DEFAULT_STUDY = Path(__file__).parent / "configs" / "study_synthetic_cpu.yaml"
 
 
+def lanes_asked(config: Path, overrides: list[str]) -> int:
+    """The study's ``lanes``, read ahead of its settings for ``lanes.prestart`` alone (1 where the
+    file or an override does not read, or under torchrun: the full read says what is wrong)."""
+    from .config import merge, parse_override, read_yaml_config
+
+    try:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return 1
+        data = read_yaml_config(config)
+        for o in overrides:
+            data = merge(data, parse_override(o))
+        return int(data.get("lanes", 1))
+    except (UserError, TypeError, ValueError):
+        return 1
+
+
 @app.command("run")
 def run_cmd(
     config: Path | None = typer.Option(None, "--config", help="Study YAML (default: the synthetic CPU preset)."),
     out: Path = typer.Option(Path("runs/study"), "--out", help="Run folder."),
     from_stage: str | None = typer.Option(None, "--from", help="Redo this stage (e.g. segment:fda, or a kind: "
-                                                                 "translate, apply, segment, evaluate, report) "
+                                                                 "translate, apply, segment, look, evaluate, report) "
                                                                  "and all after it."),
     stop_after: str | None = typer.Option(None, "--stop-after", help="Stop after this stage (or kind)."),
     seeds: str | None = typer.Option(None, "--seeds", help="Run the study once per seed (0,1,2 or 0-4) in "
@@ -393,6 +410,10 @@ def run_cmd(
 ) -> None:
     """The whole study: every arm (source-only, one per translator, oracle) trained and evaluated on target val."""
     from .config import load_config
+    from .lanes import prestart
+
+    # the lanes import torch and the stages' modules while this process imports the study's
+    prestart(lanes_asked(config or DEFAULT_STUDY, overrides or []), warm=("i2iuda.study.run",))
     from .study import StudyConfig, results_table, run_study
 
     cfg = load_config(StudyConfig, config or DEFAULT_STUDY, list(overrides or []))

@@ -7,10 +7,9 @@ evaluated on one protocol, in one run folder. The modules, in the order of the f
                     set, metrics row and report section; ``KINDS``, the plain dict of them
     study.py        a study resolved once: settings, run folder, data specs, arms by name
     plan.py         the stages in order, their config hashes, what each reads; RUN/stages.json
-    diagnostics.py  the evaluate stages' pictures and scores that need models
+    diagnostics.py  the look and evaluate stages' pictures and scores that need models
     results.py      RUN/metrics.json, RUN/study.json, the report, the printed table
-    run.py          the runner: skip, redo, resume, --from, lanes; the data and report stages
-    lanes.py        stages side by side in processes of their own
+    run.py          the runner: skip, redo, resume, --from, lanes (../lanes.py); the data and report stages
     seeds.py        one study per seed and their aggregate
 """
 from .arms.self_train import SelfTrain

@@ -1,4 +1,4 @@
-"""The evaluate stage's diagnostics that need models, made where the models are (the report reads
+"""The look and evaluate stages' diagnostics that need models, made where the models are (the report reads
 the files): how target-like an arm's training frames are and how they look (FCN-score, KID/FID,
 checkerboard, colour cast), what a translation arm's translator did to the frames' meaning (its
 failure gallery and flip tables), and the pseudo-labels of a self-training arm. Each takes the arm

@@ -8,6 +8,8 @@ every other stage is an arm's (arms/):
     apply:ARM         translate source train and val at the segmenter's input size  RUN/translated/ARM/
     segment:ARM       every arm's segmenter                                     RUN/segment/ARM/
     pseudo:ARM        a self-training arm's pseudo-labels of target train  RUN/pseudo/ARM/
+    look:ARM          how the frames source-only and a translation arm train on look to the judge
+                      (FCN-score, KID, checkerboard, cast; flips, failure gallery)  RUN/look/ARM/
     evaluate:ARM      every arm on the target val set, and its diagnostics      RUN/eval/ARM/
     report            RUN/metrics.json, study.json, report.md and report.html (reads files only)
 """
@@ -25,7 +27,7 @@ from ..progress import say
 from .arms.base import DATA, FOLDERS, REPORT, Arm, stage_name
 from .study import Study
 
-KINDS = ("data", "translate", "apply", "segment", "pseudo", "evaluate", "report")
+KINDS = ("data", "translate", "apply", "segment", "pseudo", "look", "evaluate", "report")
 Stage = tuple[str, "Arm | None"]  # (kind of stage, its arm; None for the study's own)
 
 
@@ -75,7 +77,8 @@ def stage_folder(study: Study, kind: str, arm: Arm | None) -> Path | None:
 ADDED_FEATURES = {"semantic": 0.0, "mix": "", "init_from": "", "encoder_depth": 5, "decoder_channels": 256,
                   "lanes": 1, "random_crop": None, "source_gap": 2.0, "online": {}, "steps": None, "target_size": None,
                   "feature_distance": 0.0, "cat_max_ratio": None, "norm_decay_mult": 1.0, "segment": {},
-                  "lambda_identity": 0.5, "sampling": "transposed", "init_gain": 0.02, "label_cycle": 0.0}
+                  "lambda_identity": 0.5, "sampling": "transposed", "init_gain": 0.02, "label_cycle": 0.0,
+                  "ema": 0.0}
 
 
 # Defaults changed after studies were run, of a setting that does nothing while its feature's switch
@@ -106,7 +109,7 @@ def stage_hash(obj) -> str:
 # The file each kind of stage writes last, in its folder: a finished stage whose record does not
 # read (damaged, or gone) is redone; the report's are RUN/metrics.json and RUN/study.json.
 RECORDS = {"translate": "summary.json", "apply": "about.json", "segment": "summary.json", "pseudo": "about.json",
-           "evaluate": "metrics.json"}
+           "look": "translation.json", "evaluate": "metrics.json"}
 
 
 def damaged(study: Study, kind: str, arm: Arm | None) -> Path | None:

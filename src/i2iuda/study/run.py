@@ -18,7 +18,7 @@ from ..io import read_json, read_yaml, write_json
 from ..progress import say
 from ..runlock import holding, inherit
 from .config import StudyConfig
-from .lanes import Job, run_in_lanes
+from ..lanes import Job, run_in_lanes
 from .plan import KINDS, Stages, damaged, needs, stage_config, stage_folder, stage_hash, stage_list, stage_name
 from .results import collect_metrics, manifest, report
 from .study import Study

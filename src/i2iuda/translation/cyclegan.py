@@ -27,8 +27,9 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..config import adam_beta, at_least, between, positive
+from ..config import Range, adam_beta, at_least, between, positive
 from ..errors import UserError
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
@@ -54,6 +55,10 @@ class CycleGANConfig:
     # conv_bilinear, antialias (CUT's); gan.py's docstring
     sampling: Literal["transposed", "resize", "bilinear", "conv_bilinear", "antialias"] = "transposed"
     init_gain: float = 0.02  # std of the N(0, gain) initial weights (the reference's)
+    # decay of an exponential moving average of G and F's weights, the nets translation then uses
+    # (Yazici et al., "The unusual effectiveness of averaging in GAN training", ICLR 2019): the
+    # colours a GAN's generator swings through early in training average out; 0 = off (the paper's)
+    ema: float = 0.0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -76,6 +81,7 @@ class CycleGANConfig:
 
     RANGES: ClassVar[dict] = {"ngf": at_least(1), "ndf": at_least(1), "d_layers": between(1, 5), "n_blocks": at_least(0),
                               "lambda_cycle": at_least(0), "lambda_identity": at_least(0), "init_gain": positive,
+                              "ema": Range(lo=0, hi=1, hi_open=True),
                               "lr": positive, "beta1": adam_beta, "beta2": adam_beta, "pool_size": at_least(0),
                               "semantic": at_least(0), "label_cycle": at_least(0)}
 
@@ -189,6 +195,7 @@ class CycleGAN(Translator):
     rt: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu")))
     last: tuple | None = None  # (generator outputs, real_s, real_t) of the last step, for pictures
     f: nn.Module | None = None  # CyCADA's frozen source segmenter (semantic > 0)
+    gens_ema: AveragedModel | None = None  # the moving average of G and F (ema > 0), for translation
 
     @classmethod
     def build(cls, tcfg, rt: Runtime, total_steps: int, training: bool = True,
@@ -269,16 +276,19 @@ class CycleGAN(Translator):
         self.rt.step(self.opt_g, self.opt_d)
         for s in self.scheds:
             s.step()
+        if self.gens_ema is not None:
+            self.gens_ema.update_parameters(unwrap(self.gens))
         loss.update(loss_d)
         loss["G_total"] = loss_g
         self.last = ({k: v.detach() for k, v in out.items()}, real_s, real_t)
         return {k: v.detach() for k, v in loss.items()}
 
     def state_dict(self) -> dict:
+        ema = {"gens_ema": self.gens_ema.state_dict()} if self.gens_ema is not None else {}
         return {"gens": unwrap(self.gens).state_dict(), "discs": unwrap(self.discs).state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
                 "sched": [s.state_dict() for s in self.scheds], "pool_s": self.pool_s.state_dict(),
-                "pool_t": self.pool_t.state_dict()}
+                "pool_t": self.pool_t.state_dict(), **ema}
 
     def load_state_dict(self, state: dict) -> None:
         unwrap(self.gens).load_state_dict(state["gens"])
@@ -289,9 +299,15 @@ class CycleGAN(Translator):
             s.load_state_dict(sd)
         self.pool_s.load_state_dict(state["pool_s"], self.rt.device)
         self.pool_t.load_state_dict(state["pool_t"], self.rt.device)
+        if self.gens_ema is not None:
+            self.gens_ema.load_state_dict(state["gens_ema"])
+
+    def translators(self) -> "Generators":
+        """The G and F that translate: their moving average where there is one."""
+        return self.gens_ema.module if self.gens_ema is not None else unwrap(self.gens)
 
     def weights(self) -> dict[str, torch.Tensor]:  # inference needs G and F only
-        return unwrap(self.gens).state_dict()
+        return self.translators().state_dict()
 
     def inference_module(self) -> nn.Module:
         return unwrap(self.gens)
@@ -314,17 +330,18 @@ class CycleGAN(Translator):
         idt = f"on (x{c.lambda_identity:g})" if c.identity and c.lambda_identity != 0.5 else "on" if c.identity else "off"
         look = f", {c.sampling} sampling" if c.sampling != "transposed" else ""
         look += f", init gain {c.init_gain:g}" if c.init_gain != 0.02 else ""
+        look += f", weights averaged (EMA {c.ema:g})" if c.ema else ""
         return f"CycleGAN ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, identity loss {idt}{sem}{look}"
 
     # -- inference (Translator) --
     @torch.no_grad()
     def translate(self, x: torch.Tensor, names: list[str], direction: str = "s2t") -> torch.Tensor:
-        gens = unwrap(self.gens)
+        gens = self.translators()
         return pad_and_run(gens.G if direction == "s2t" else gens.F, x)
 
     @torch.no_grad()
     def samples(self, x_s, names_s, x_t):
-        G, F = unwrap(self.gens).G, unwrap(self.gens).F
+        G, F = self.translators().G, self.translators().F
         g_s, f_t = pad_and_run(G, x_s), pad_and_run(F, x_t)
         return ([x_s, g_s, pad_and_run(F, g_s), x_t, f_t, pad_and_run(G, f_t)],
                 ["source", "G(source)", "F(G(source))", "target", "F(target)", "G(F(target))"])
@@ -349,7 +366,8 @@ def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, cha
     if not training:
         return CycleGAN(cfg, gens, rt=rt)
     betas = (cfg.beta1, cfg.beta2)
+    ema = AveragedModel(gens, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
     return CycleGAN(cfg, gens, discs,
                     torch.optim.Adam(gens.parameters(), lr=cfg.lr, betas=betas),
                     torch.optim.Adam(discs.parameters(), lr=cfg.lr, betas=betas),
-                    ImagePool(cfg.pool_size, seed + 1), ImagePool(cfg.pool_size, seed + 2), rt=rt)
+                    ImagePool(cfg.pool_size, seed + 1), ImagePool(cfg.pool_size, seed + 2), rt=rt, gens_ema=ema)

@@ -19,6 +19,7 @@ from ...errors import UserError
 from ...io import read_json, read_yaml
 from ...segmentation.evaluate import EvalProtocol, run_eval
 from ...segmentation.train import SegmentConfig, train_segmenter
+from ..diagnostics import translation_scores
 
 if TYPE_CHECKING:
     from ..study import Study
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 DATA, TRANSLATE, SEGMENT, SELF_TRAIN, ONLINE, EVALUATE, REPORT = 0, 10, 20, 30, 40, 50, 60
 # where each kind of stage writes inside the run folder: RUN/<folder>/<arm>
 FOLDERS = {"translate": "translate", "apply": "translated", "segment": "segment", "pseudo": "pseudo",
-           "evaluate": "eval"}
+           "look": "look", "evaluate": "eval"}
 RESERVED = ("source_only", "oracle")  # the names of the study's two fixed arms
 
 
@@ -145,10 +146,14 @@ def can_resume(stage: str, folder: Path, cfg: Any) -> bool:
 
 class TrainedOnLabels(Arm):
     """An arm whose segmenter ``segment train`` trains on a labelled set (source-only, a translation
-    arm, the oracle): its segment and evaluate stages. ``JUDGED``: its evaluate stage also scores
-    its training frames with the study's judge (FCN-score, failure gallery)."""
+    arm, the oracle): its segment and evaluate stages. ``JUDGED``: a look stage too, which scores
+    its training frames with the study's judge (FCN-score, KID, appearance; ``look``). It reads
+    no segmenter of the arm's own, so it runs beside the arm's segmenter training, not after it."""
 
     JUDGED: ClassVar[bool] = True
+
+    def stages(self) -> list[tuple[str, int]]:
+        return [("segment", SEGMENT), *([("look", EVALUATE)] if self.JUDGED else []), ("evaluate", EVALUATE)]
 
     def translate_config(self) -> dict:
         """What its training set's translation depends on (nothing for raw source or target)."""
@@ -159,18 +164,34 @@ class TrainedOnLabels(Arm):
         segment = {**self.base_config(), **self.translate_config(), "segment": to_dict(cfg.segment), "arm": self.KIND}
         if stage == "segment":
             return segment
+        if stage == "look":  # its frames, the judge and source-only (the label-free flips)
+            return {**self.base_config(), **self.translate_config(), "eval": self.eval_settings(),
+                    "judge": self.study.judge.stage_config("segment"),
+                    "baseline": self.study.baseline.stage_config("segment")}
+        # the judge and its scores were the evaluate stage's until the look stage took them: hashed
+        # as then, so that finished evaluate stages stay valid
         judged = {"judge": self.study.judge.stage_config("segment"), "scores": 1} if self.JUDGED else {}
         return {**segment, "eval": self.eval_settings(), **judged}
 
     def needs(self, stage: str) -> set[str]:
         if stage == "segment":
             return {"data"}
-        judged = {stage_name("segment", self.study.judge)} if self.JUDGED else set()
-        return {stage_name("segment", self)} | self.needs("segment") | judged
+        if stage == "look":
+            return self.needs("segment") | {stage_name("segment", a) for a in (self.study.judge, self.study.baseline)}
+        return {stage_name("segment", self)} | self.needs("segment")
 
     def run(self, stage: str, progress: bool) -> None:
         if stage == "segment":
             seg, folder = self.segment_config(), self.folder("segment")
             train_segmenter(seg, folder, resume=can_resume(stage_name(stage, self), folder, seg), progress=progress)
+        elif stage == "look":
+            self.look(progress)
         elif stage == "evaluate":
             self.evaluate(progress)
+
+    def look(self, progress: bool) -> None:
+        """How target-like the frames it trains on are (diagnostics.translation_scores)."""
+        translation_scores(self, self.folder("look"))
+
+    def manifest(self) -> dict:
+        return {**super().manifest(), **({"look": f"look/{self.name}"} if self.JUDGED else {})}

@@ -6,7 +6,6 @@ from dataclasses import replace
 from typing import ClassVar
 
 from ...segmentation.train import SegmentConfig
-from ..diagnostics import translation_scores
 from .base import TrainedOnLabels
 from .translation import read_translation_scores
 
@@ -27,13 +26,8 @@ class SourceOnly(TrainedOnLabels):
         return replace(self.study.cfg.segment, train=s["source_train"], val=s["source_val"])
 
     def trained_on(self) -> str:
-        """The source val frames of its training set: raw."""
+        """The source val frames of its training set: raw (its look stage scores them: the floor)."""
         return self.study.specs["source_val"]
-
-    def evaluate(self, progress: bool) -> None:
-        """Target val, and how target-like its training frames are: the raw source, the floor."""
-        super().evaluate(progress)
-        translation_scores(self, self.folder("evaluate"))
 
     def metrics_row(self) -> dict:
         return {**super().metrics_row(), **read_translation_scores(self)}

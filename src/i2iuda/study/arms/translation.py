@@ -133,19 +133,19 @@ class Translation(TrainedOnLabels):
                            **method(self.method).on_the_fly(self.translate))
         return replace(seg, train=self.translated("train"), val=val)
 
-    def evaluate(self, progress: bool) -> None:
-        """Target val; how target-like its training frames are; its failure gallery: translated
-        source val frames where the judge sees something else than the source label says."""
-        super().evaluate(progress)
-        translation_scores(self, self.folder("evaluate"))
-        failure_gallery(self, self.folder("evaluate"))
+    def look(self, progress: bool) -> None:
+        """Its failure gallery and flip tables (translated source val frames where the judge sees
+        something else than the source label says), then how target-like its training frames are
+        (translation.json, the stage's record, last)."""
+        failure_gallery(self, self.folder("look"))
+        translation_scores(self, self.folder("look"))
 
     def metrics_row(self) -> dict:
         row = {**super().metrics_row(), **read_translation_scores(self)}
         seconds = self.study.stage_seconds(stage_name("translate", self))
         if method(self.method).TRAINS and seconds is not None:
             row["translator_seconds"] = seconds
-        gallery = read_json(self.folder("evaluate") / "failures.json", None)
+        gallery = read_json(self.folder("look") / "failures.json", None)
         if gallery is not None:
             row["failure_agreement"] = gallery["mean_agreement"]
             for key in ("flips", "flips_label_free"):  # the mean share of a class's pixels read as another
@@ -171,28 +171,28 @@ class Translation(TrainedOnLabels):
     @classmethod
     def section(cls, run: Path, row: dict, metrics: dict, figures: Path) -> list[str]:
         """What its translator does (samples) and its failure gallery."""
-        name = row["name"]
+        name, look = row["name"], row.get("look", row["eval"])  # a study from before the look stage: eval/
         md = [f"## Arm {name}", "", row["description"], ""]
         if (run / row["translated"] / "samples.png").is_file():
             md += [f"![{name} samples]({row['translated']}/samples.png)", ""]
-        fail = read_json(run / row["eval"] / "failures.json", None)
+        fail = read_json(run / look / "failures.json", None)
         if fail:
             md += [f"**Failure cases**: translated source val frames ranked by the agreement (pixel accuracy) "
                    f"between the source label and what {nice(fail['judge'], fail.get('judge_bound'))} sees in the "
                    f"translated frame, lowest first. Low agreement means the translator painted one class as another, "
                    f"so the source labels no longer describe the frame. Mean agreement over {fail['frames_scored']} "
                    f"frames: **{fail['mean_agreement']:.1f}%**.", "",
-                   f"![{name} failure cases]({row['eval']}/failures.png)", "", "| frame | agreement (%) |", "|---|---|"]
+                   f"![{name} failure cases]({look}/failures.png)", "", "| frame | agreement (%) |", "|---|---|"]
             md += [f"| {r['name']} | {r['agreement']:.1f} |" for r in fail["worst"]] + [""]
             md += flip_section(fail)
-        md += look_section(read_json(run / row["eval"] / "translation.json", {}).get("appearance"))
+        md += look_section(read_json(run / look / "translation.json", {}).get("appearance"))
         return md
 
 
 def read_translation_scores(arm) -> dict:
     """The ``translation`` block of a metrics row (FCN-score, KID, FID of the frames the arm
-    trains on) from eval/ARM/translation.json, where the evaluate stage wrote one."""
-    t = read_json(arm.folder("evaluate") / "translation.json", None)
+    trains on) from look/ARM/translation.json, where the look stage wrote one."""
+    t = read_json(arm.folder("look") / "translation.json", None)
     if t is None:
         return {}
     kf, fcn, look = t.get("kid_fid") or {}, t.get("fcn_score"), t.get("appearance") or {}

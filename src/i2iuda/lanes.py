@@ -16,10 +16,17 @@ A lane dies with the study (``PR_SET_PDEATHSIG``), so a killed study leaves no o
 its folder; the study's folder lock covers the lanes (``runlock.inherit``). The parent alone
 writes stages.json. The first stage to fail stops the others (an interrupted training stage
 resumes from its last checkpoint on the next run) and its one-line error is the study's.
+
+Lanes may be started ahead (``prestart``, by ``i2iuda run`` before it imports the study): a lane
+then imports torch and the stages' modules (~3 s) while the study's own process imports and reads
+its settings, instead of after it; ``run_in_lanes`` takes them (the demo's first stage starts ~2 s
+sooner on 2 cores, docs/speed.md).
 """
 from __future__ import annotations
 
+import atexit
 import ctypes
+import importlib
 import multiprocessing as mp
 import os
 import resource
@@ -30,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-from ..errors import UserError
-from ..progress import say
+from .errors import UserError
+from .progress import say
 
 
 @dataclass
@@ -59,18 +66,19 @@ def _die_with_parent() -> None:
         pass
 
 
-def _lane_main(threads: int, conn) -> None:
-    """A lane: a process that runs ``target(*args)`` for each (target, args) it receives, with
-    ``threads`` threads, and answers (status, message); "ok" comes with its peak memory. It lives
-    for the whole study, so that torch and the nets' libraries are imported once per lane, not
-    once per stage."""
+def _lane_main(conn, warm: tuple[str, ...]) -> None:
+    """A lane: a process that runs ``target(*args)`` with ``threads`` threads for each (target,
+    args, threads) it receives, and answers (status, message); "ok" comes with its peak memory. It
+    lives for the whole study, so that torch and the nets' libraries (and ``warm``, the stages'
+    modules) are imported once per lane, not once per stage."""
     _die_with_parent()
     # a spawned process inherits "spawn" as its default start method; the stages' data loaders
     # expect the platform's own (fork on Linux: workers that need not pickle their datasets)
     mp.set_start_method(None, force=True)
     import torch
 
-    torch.set_num_threads(threads)
+    for module in warm:
+        importlib.import_module(module)
     while True:
         try:
             work = conn.recv()
@@ -78,7 +86,8 @@ def _lane_main(threads: int, conn) -> None:
             break
         if work is None:
             break
-        target, args = work
+        target, args, threads = work
+        torch.set_num_threads(threads)  # before the stage's first op: its results depend on it
         try:
             target(*args)
             conn.send(("ok", str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)))  # the lane's peak (KiB)
@@ -88,31 +97,57 @@ def _lane_main(threads: int, conn) -> None:
             conn.send(("error", "".join(traceback.format_exception(e))))
 
 
+_AHEAD: list[tuple] = []  # (process, connection) of the lanes prestart started, not yet taken
+
+
+def _start_lane(ctx, warm: tuple[str, ...]) -> tuple:
+    here, there = ctx.Pipe()
+    process = ctx.Process(target=_lane_main, args=(there, warm), name="lane")
+    process.start()
+    there.close()
+    return process, here
+
+
+def prestart(lanes: int, warm: tuple[str, ...] = ()) -> None:
+    """Start ``lanes`` lanes now (none for fewer than 2), each importing ``warm`` (module names),
+    for the next ``run_in_lanes`` to take. A lane nobody takes ends with this process."""
+    if lanes < 2:
+        return
+    if not _AHEAD:
+        atexit.register(_end_untaken)  # before multiprocessing's own exit handler, which joins them
+    ctx = mp.get_context("spawn")
+    _AHEAD.extend(_start_lane(ctx, warm) for _ in range(lanes - len(_AHEAD)))
+
+
+def _end_untaken() -> None:
+    """A command that ends before its study runs (a bad setting) does not wait for its lanes."""
+    for process, _ in _AHEAD:
+        process.terminate()
+    _AHEAD.clear()
+
+
 def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callable,
                  on_done: Callable[[Job, float, float | None], None]) -> None:
     """Run ``jobs`` (list order is priority), at most ``lanes`` at once, each as soon as its
-    ``needs`` are done: a lane job as ``target(*job.args)`` in a lane process, the others as
-    ``run_here(*job.args)`` in this process while no lane works. ``on_done(job, seconds,
-    peak_mb)`` is called here as each one finishes (peak_mb: its lane's memory high-water mark so
-    far, None for a job run here)."""
+    ``needs`` are done: a lane job as ``target(*job.args)`` in a lane process (one started ahead by
+    ``prestart`` if any), the others as ``run_here(*job.args)`` in this process while no lane
+    works. ``on_done(job, seconds, peak_mb)`` is called here as each one finishes (peak_mb: its
+    lane's memory high-water mark so far, None for a job run here)."""
     ctx = mp.get_context("spawn")
     threads = threads_per_lane(lanes)
-    idle, busy = [], {}  # lanes as (process, connection); busy: connection -> (job, process)
+    idle, busy = _AHEAD[:], {}  # lanes as (process, connection); busy: connection -> (job, process)
+    _AHEAD.clear()  # all taken: those beyond ``lanes`` end with the others below
     pending, finished = list(jobs), set()
     try:
         while pending or busy:
             ready = [j for j in pending if j.needs <= finished]
             for job in [j for j in ready if j.in_lane][:lanes - len(busy)]:
                 if not idle:
-                    here, there = ctx.Pipe()
-                    process = ctx.Process(target=_lane_main, args=(threads, there), name=f"lane {len(busy) + 1}")
-                    process.start()
-                    there.close()
-                    idle.append((process, here))
+                    idle.append(_start_lane(ctx, ()))
                 process, conn = idle.pop()
                 pending.remove(job)
                 job.started = time.perf_counter()
-                conn.send((target, job.args))
+                conn.send((target, job.args, threads))
                 busy[conn] = (job, process)
                 say(f"stage {job.name} (in a lane: {len(busy)} of {lanes} busy, "
                     f"{threads} thread{'s' * (threads > 1)} each)", "bold")
