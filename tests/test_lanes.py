@@ -52,6 +52,20 @@ def test_lanes_started_ahead_run_the_stages_with_the_study_s_threads_and_none_is
     assert not any(p.is_alive() for p in ahead) and lanes._AHEAD == []
 
 
+def test_a_run_that_stops_at_a_bad_setting_ends_the_lanes_it_started(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    from i2iuda import lanes
+    from i2iuda.cli import app
+
+    from typer.testing import CliRunner
+
+    before = set(mp.active_children())
+    result = CliRunner().invoke(app, ["run", "--out", str(tmp_path / "run"), "lanes=2", "segment.epochs=0"])
+    assert isinstance(result.exception, UserError) and "segment.epochs=0" in str(result.exception)
+    assert lanes._AHEAD == [] and set(mp.active_children()) <= before  # none left waiting for a study
+
+
 def test_the_lanes_to_start_ahead_are_read_from_the_preset_and_its_overrides(tmp_path, monkeypatch):
     from i2iuda.cli import DEFAULT_STUDY, lanes_asked
 

@@ -409,11 +409,18 @@ def run_cmd(
     overrides: list[str] = typer.Argument(None, help="Config overrides key=value, e.g. seed=1 oracle=false."),
 ) -> None:
     """The whole study: every arm (source-only, one per translator, oracle) trained and evaluated on target val."""
-    from .config import load_config
-    from .lanes import prestart
+    from .lanes import end_untaken, prestart
 
     # the lanes import torch and the stages' modules while this process imports the study's
     prestart(lanes_asked(config or DEFAULT_STUDY, overrides or []), warm=("i2iuda.study.run",))
+    try:
+        _run_study_cmd(config, out, from_stage, stop_after, seeds, overrides)
+    finally:
+        end_untaken()
+
+
+def _run_study_cmd(config, out, from_stage, stop_after, seeds, overrides) -> None:
+    from .config import load_config
     from .study import StudyConfig, results_table, run_study
 
     cfg = load_config(StudyConfig, config or DEFAULT_STUDY, list(overrides or []))

@@ -24,7 +24,6 @@ sooner on 2 cores, docs/speed.md).
 """
 from __future__ import annotations
 
-import atexit
 import ctypes
 import importlib
 import multiprocessing as mp
@@ -110,19 +109,18 @@ def _start_lane(ctx, warm: tuple[str, ...]) -> tuple:
 
 def prestart(lanes: int, warm: tuple[str, ...] = ()) -> None:
     """Start ``lanes`` lanes now (none for fewer than 2), each importing ``warm`` (module names),
-    for the next ``run_in_lanes`` to take. A lane nobody takes ends with this process."""
+    for the next ``run_in_lanes`` to take; the caller ends those it did not take with
+    ``end_untaken`` (a command that stopped at a bad setting, before its study ran)."""
     if lanes < 2:
         return
-    if not _AHEAD:
-        atexit.register(_end_untaken)  # before multiprocessing's own exit handler, which joins them
     ctx = mp.get_context("spawn")
     _AHEAD.extend(_start_lane(ctx, warm) for _ in range(lanes - len(_AHEAD)))
 
 
-def _end_untaken() -> None:
-    """A command that ends before its study runs (a bad setting) does not wait for its lanes."""
+def end_untaken() -> None:
     for process, _ in _AHEAD:
         process.terminate()
+        process.join()
     _AHEAD.clear()
 
 
@@ -135,8 +133,8 @@ def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callab
     lane's memory high-water mark so far, None for a job run here)."""
     ctx = mp.get_context("spawn")
     threads = threads_per_lane(lanes)
-    idle, busy = _AHEAD[:], {}  # lanes as (process, connection); busy: connection -> (job, process)
-    _AHEAD.clear()  # all taken: those beyond ``lanes`` end with the others below
+    idle, busy = [lane for lane in _AHEAD if lane[0].is_alive()], {}  # lanes as (process, connection);
+    _AHEAD.clear()  # all taken: those beyond ``lanes`` end with the others below; busy: conn -> (job, process)
     pending, finished = list(jobs), set()
     try:
         while pending or busy:
