@@ -133,8 +133,9 @@ def run_in_lanes(jobs: list[Job], lanes: int, target: Callable, run_here: Callab
     lane's memory high-water mark so far, None for a job run here)."""
     ctx = mp.get_context("spawn")
     threads = threads_per_lane(lanes)
-    idle, busy = [lane for lane in _AHEAD if lane[0].is_alive()], {}  # lanes as (process, connection);
-    _AHEAD.clear()  # all taken: those beyond ``lanes`` end with the others below; busy: conn -> (job, process)
+    # lanes as (process, connection), those prestart started first; busy: connection -> (job, process)
+    idle, busy = [lane for lane in _AHEAD if lane[0].is_alive()], {}
+    _AHEAD.clear()  # all taken: those beyond ``lanes`` end with the others below
     pending, finished = list(jobs), set()
     try:
         while pending or busy:

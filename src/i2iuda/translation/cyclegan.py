@@ -341,7 +341,8 @@ class CycleGAN(Translator):
 
     @torch.no_grad()
     def samples(self, x_s, names_s, x_t):
-        G, F = self.translators().G, self.translators().F
+        gens = self.translators()
+        G, F = gens.G, gens.F
         g_s, f_t = pad_and_run(G, x_s), pad_and_run(F, x_t)
         return ([x_s, g_s, pad_and_run(F, g_s), x_t, f_t, pad_and_run(G, f_t)],
                 ["source", "G(source)", "F(G(source))", "target", "F(target)", "G(F(target))"])
