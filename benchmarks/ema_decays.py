@@ -1,6 +1,7 @@
 """Which decay of the generators' moving average (CycleGAN's ``model.ema``) lowers the colour cast at
 the demo's budget: one training run of the demo's CycleGAN (bilinear, 3 blocks, lr 4e-4, 600 steps,
-lr decayed linearly from the middle), with a moving average of G kept beside it per decay (the
+lr decayed linearly from the middle), with a moving average of G kept beside it per decay, averaged
+as ``model.ema`` averages (torch's AveragedModel: the first step's weights, then the EMA; the
 averages do not change the training), and every 150 steps the cast, chroma shift and checkerboard
 score (appearance.py) of G(source val) against the target train frames, for the last weights and
 for each average. Frames are drawn by its own simple sampler (random pairs, random flips), not the
@@ -13,13 +14,13 @@ The benchmark's frames must exist (``make demo`` generates them into data/synthe
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from i2iuda import appearance
 from i2iuda.data.datasets import build_index, read_image
@@ -65,7 +66,7 @@ def main() -> None:
     cfg = CycleGANConfig(ngf=16, ndf=16, n_blocks=3, d_layers=1, identity=True, sampling=a.sampling, lr=4e-4)
     m = build_cyclegan(cfg, torch.device("cpu"), a.seed)
     m.scheds = schedulers((m.opt_g, m.opt_d), SimpleNamespace(lr_decay="linear", decay_start=0.5), a.steps)
-    averages = {d: copy.deepcopy(m.gens.G) for d in decays}
+    averages = {d: AveragedModel(m.gens.G, multi_avg_fn=get_ema_multi_avg_fn(d)) for d in decays}
     rng = torch.Generator().manual_seed(a.seed)
     rows = {}
     for step in range(1, a.steps + 1):
@@ -74,13 +75,11 @@ def main() -> None:
         s = s.flip(-1) if torch.rand((), generator=rng) < 0.5 else s
         t = t.flip(-1) if torch.rand((), generator=rng) < 0.5 else t
         m.step({"source": s[None], "target": t[None]})
-        with torch.no_grad():
-            for d, avg in averages.items():
-                for p_avg, p in zip(avg.parameters(), m.gens.G.parameters()):
-                    p_avg.lerp_(p, 1 - d)
+        for avg in averages.values():
+            avg.update_parameters(m.gens.G)
         if step % 150 == 0 or step == a.steps:
             rows[step] = {"last": look(m.gens.G, val, target_colour),
-                          **{f"ema {d:g}": look(avg, val, target_colour) for d, avg in averages.items()}}
+                          **{f"ema {d:g}": look(avg.module, val, target_colour) for d, avg in averages.items()}}
             print(a.seed, step, json.dumps(rows[step]), flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
