@@ -74,3 +74,17 @@ def segmenter_resumes_exactly(cfg, tmp_path, stop_at_step: int) -> dict:
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert a["history"] == b["history"]
     return a
+
+
+def translator_once_and_resumed(cfg, tmp_path, stop_at_step: int = 4) -> tuple[dict, dict]:
+    """Train the translator ``cfg`` once straight through (tmp_path/once) and once killed at
+    ``stop_at_step`` then resumed (tmp_path/twice); the two final trainer states, to compare."""
+    import torch
+
+    from i2iuda.translation.train import train_translator
+
+    train_translator(cfg, tmp_path / "once", progress=False)
+    train_translator(cfg, tmp_path / "twice", stop_at_step=stop_at_step, progress=False)
+    train_translator(cfg, tmp_path / "twice", resume=True, progress=False)
+    return tuple(torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True)["trainer"]
+                 for r in ("once", "twice"))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import translator_once_and_resumed
 from i2iuda.config import load_config, to_dict
 from i2iuda.runtime import init_runtime
 from i2iuda.translation import cut
@@ -93,6 +94,23 @@ def test_resume_is_exact(synth_root, tmp_path, mode):
     assert loaded.model == cut.CUTConfig(mode=mode, ngf=8, ndf=8, n_blocks=1, d_layers=1)
     x = torch.rand(1, 3, 32, 64) * 2 - 1
     assert translator.translate(x, ["a"]).shape == x.shape
+
+
+def test_the_moving_average_of_g_is_what_translates_and_resumes_exactly(synth_root, tmp_path):
+    """model.ema, as CycleGAN's: the average of G's weights is kept in the checkpoint, resumes bit
+    for bit, and is what translator.safetensors holds and load_translator translates with."""
+    over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
+                   "epochs=2", "steps_per_epoch=4", "model.ema=0.5"]
+    states = translator_once_and_resumed(load_config(TranslateConfig, None, over), tmp_path)
+    averaged = [{k.removeprefix("module."): v for k, v in s["G_ema"].items() if k.startswith("module.")} for s in states]
+    live = {k.removeprefix("G."): v for k, v in states[0]["gen_h"].items() if k.startswith("G.")}
+    assert int(states[0]["G_ema"]["n_averaged"]) == 8 and averaged[0].keys() == live.keys()
+    assert all(torch.equal(averaged[0][k], averaged[1][k]) for k in averaged[0])
+    assert not all(torch.equal(averaged[0][k], v) for k, v in live.items())  # an average, not the last weights
+    translator, loaded = load_translator(tmp_path / "once", "cpu")
+    assert loaded.model.ema == 0.5 and "weights averaged (EMA 0.5)" in translator.describe()
+    used = translator.inference_module().state_dict()
+    assert all(torch.equal(used[k], averaged[0][k]) for k in used)
 
 
 def test_heads_normalise_as_the_reference_does_z_over_norm_plus_eps():

@@ -20,7 +20,7 @@ from i2iuda.translation.cyclegan import CycleGANConfig, build_cyclegan
 from i2iuda.translation.gan import Discriminator, Generator, lr_factor, patch_size
 from i2iuda.translation.train import TranslateConfig, load_translator, train_translator
 
-from conftest import color_mean
+from conftest import color_mean, translator_once_and_resumed
 
 TINY = ["model.ngf=8", "model.ndf=8", "model.n_blocks=1", "data.size=[32,64]", "data.batch_size=2",
         "data.workers=0", "device=cpu", "log_every=2", "image_every=4", "checkpoint_every=4"]
@@ -55,8 +55,9 @@ def test_patchgan_depth_sets_the_patch_size(n_layers, patch):
     assert int(rows.max() - rows.min() + 1) == patch == patch_size(n_layers)
 
 
-def test_one_step_changes_all_four_nets_and_losses_are_finite():
-    cfg = CycleGANConfig(ngf=8, ndf=8, n_blocks=1, identity=True)
+@pytest.mark.parametrize("pool_size", [50, 0])  # 0: no history, the discriminators see this step's fakes
+def test_one_step_changes_all_four_nets_and_losses_are_finite(pool_size):
+    cfg = CycleGANConfig(ngf=8, ndf=8, n_blocks=1, identity=True, pool_size=pool_size)
     m = build_cyclegan(cfg, torch.device("cpu"))
     nets = {"G": m.gens.G, "F": m.gens.F, "D_T": m.discs.D_T, "D_S": m.discs.D_S}
     before = {k: [p.detach().clone() for p in n.parameters()] for k, n in nets.items()}
@@ -66,7 +67,7 @@ def test_one_step_changes_all_four_nets_and_losses_are_finite():
         assert changed, k
     assert set(loss) >= {"G_gan", "F_gan", "cycle_s", "cycle_t", "idt_s", "idt_t", "D_T", "D_S"}
     assert all(torch.isfinite(v) for v in loss.values())
-    assert len(m.pool_t.images) == 2  # the history pool filled
+    assert len(m.pool_t.images) == min(2, pool_size)  # the history pool filled
 
 
 def test_cycada_semantic_loss_keeps_meaning_and_trains_only_the_generators():
@@ -181,11 +182,7 @@ def test_the_moving_average_is_what_translates_and_resumes_exactly(synth_root, t
     translator.safetensors holds and load_translator translates with, and resumes bit for bit."""
     over = TINY + [f"source=synthetic:{synth_root}:source-train", f"target=synthetic:{synth_root}:target-train",
                    "epochs=2", "steps_per_epoch=4", "model.ema=0.5"]
-    cfg = load_config(TranslateConfig, None, over)
-    train_translator(cfg, tmp_path / "once", progress=False)
-    train_translator(cfg, tmp_path / "twice", stop_at_step=4, progress=False)
-    train_translator(cfg, tmp_path / "twice", resume=True, progress=False)
-    states = [torch.load(tmp_path / r / "checkpoints" / "last.pt", weights_only=True)["trainer"] for r in ("once", "twice")]
+    states = translator_once_and_resumed(load_config(TranslateConfig, None, over), tmp_path)
     averaged = [{k.removeprefix("module."): v for k, v in s["gens_ema"].items() if k.startswith("module.")} for s in states]
     assert int(states[0]["gens_ema"]["n_averaged"]) == 8 and averaged[0].keys() == states[0]["gens"].keys()
     assert all(torch.equal(averaged[0][k], averaged[1][k]) for k in averaged[0])

@@ -334,6 +334,9 @@ def test_adding_an_arm_runs_only_that_arm(base_study):
     assert target["val_cast"] == pytest.approx(floor) and 0 < floor < 5
     assert m["arms"]["cyclegan"]["translation"]["target_val_cast"] == pytest.approx(floor)
     assert f"the target's own val frames: a cast of {floor:.2f}" in (run / "report.md").read_text()
+    # the visibility line travels in the rows: the report, which may not import appearance, prints it
+    assert m["arms"]["cyclegan"]["translation"]["cast_jnd"] == appearance.CAST_JND
+    assert f"from about {appearance.CAST_JND:g}, one just-noticeable difference" in (run / "report.md").read_text()
     # KID/FID of every arm's frames (raw source for source-only), the target embedded once
     from i2iuda.fid import load_inception
     if load_inception() is not None:

@@ -285,6 +285,10 @@ def translation_quality(rows: dict, fmt) -> list[str]:
     scored = [a for a, r in rows.items() if r.get("translation")]
     if not scored:
         return []
+    first = lambda key: next((rows[a]["translation"][key] for a in scored  # noqa: E731
+                              if rows[a]["translation"].get(key) is not None), None)
+    jnd = first("cast_jnd")  # appearance.CAST_JND, as the look stage wrote it (a constant: its seeds' mean)
+    jnd = jnd.get("mean") if isinstance(jnd, dict) else jnd
     n = next((rows[a]["translation"].get("N") for a in scored if rows[a]["translation"].get("N")), None)
     out = ["", "## Translation quality", "",
            "How target-like the source val frames each arm trains on are: raw for source-only (the floor), "
@@ -298,12 +302,11 @@ def translation_quality(rows: dict, fmt) -> list[str]:
            "Lower KID/FID and higher FCN-score mean more target-like frames that keep their labels' meaning. "
            "**Checkerboard** (dB; appearance.py): the spectral peaks at the periods of the generator's up-sampling "
            "against their neighbourhood (the target's own frames give the floor: "
-           + (f"{fmt(next((rows[a]['translation'].get('target_checkerboard_db') for a in scored), None))} dB). "
-              if any(rows[a]["translation"].get("target_checkerboard_db") is not None for a in scored) else "–). ")
+           + (f"{fmt(first('target_checkerboard_db'))} dB). " if first("target_checkerboard_db") is not None else "–). ")
            + "**Cast**: the distance of the frames' mean a\\*b\\* colour from the target's (CIE Lab; the target's own val "
-           "frames: " + fmt(next((rows[a]["translation"].get("target_val_cast") for a in scored
-                                  if rows[a]["translation"].get("target_val_cast") is not None), None))
-           + "; from about 2.3, one just-noticeable difference, a cast is visible: appearance.CAST_JND), **chroma**: their "
+           "frames: " + fmt(first("target_val_cast"))
+           + (f"; from about {jnd:g}, one just-noticeable difference, a cast is visible" if jnd is not None else "")
+           + "), **chroma**: their "
            "mean saturation's difference. **Flips**: the mean share of a class's pixels read as another class after "
            "translation, by the judge against the source labels (with the oracle: needs target labels) and by "
            "source-only against its own reading of the source frame (label-free).", "",

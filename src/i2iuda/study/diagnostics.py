@@ -109,7 +109,7 @@ def look(spec: str, target: dict) -> dict:
     return {"checkerboard_db": appearance.checkerboard_db(frames), "colour": c,
             "colour_shift": appearance.colour_shift(c, target["colour"]),
             "target_checkerboard_db": target["checkerboard_db"], "target_colour": target["colour"],
-            "target_val_cast": target.get("val_cast")}
+            "target_val_cast": target.get("val_cast"), "cast_jnd": appearance.CAST_JND}
 
 
 @torch.no_grad()

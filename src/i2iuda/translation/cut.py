@@ -50,8 +50,9 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..config import adam_beta, at_least, between, positive
+from ..config import Range, adam_beta, at_least, between, positive
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
 from .base import Translator
@@ -82,13 +83,17 @@ class CUTConfig:
     num_patches: int = 256  # locations per layer
     nce_tau: float = 0.07
     head_dim: int = 256  # width of the MLP heads H_l
+    # decay of an exponential moving average of G's weights, the G translation then uses (as
+    # CycleGAN's model.ema; Yazici et al., ICLR 2019); 0 = off (the paper's)
+    ema: float = 0.0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
 
     RANGES: ClassVar[dict] = {"ngf": at_least(1), "ndf": at_least(1), "d_layers": between(1, 5), "n_blocks": at_least(1),
                               "lambda_gan": at_least(0), "lambda_nce": at_least(0), "num_patches": at_least(1),
-                              "nce_tau": positive, "head_dim": at_least(1), "lr": positive, "beta1": adam_beta,
+                              "nce_tau": positive, "head_dim": at_least(1), "ema": Range(lo=0, hi=1, hi_open=True),
+                              "lr": positive, "beta1": adam_beta,
                               "beta2": adam_beta}
 
     def __post_init__(self):
@@ -239,6 +244,7 @@ class CUT(Translator):
     rng: torch.Generator = field(default_factory=torch.Generator)
     rt: Runtime = field(default_factory=lambda: Runtime(torch.device("cpu")))
     last: tuple | None = None
+    G_ema: AveragedModel | None = None  # the moving average of G (ema > 0), for translation
 
     @classmethod
     def build(cls, tcfg, rt: Runtime, total_steps: int, training: bool = True, judge: nn.Module | None = None) -> "CUT":
@@ -262,8 +268,9 @@ class CUT(Translator):
                                                                       D.parameters())]
         # flips and patch locations: their own generator (saved in checkpoints), one stream per rank
         rng = torch.Generator().manual_seed(10_007 * tcfg.seed + 101 * rt.rank + 1)
+        ema = AveragedModel(gen_h.G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
         return cls(cfg, distributed(gen_h, rt), distributed(D, rt), *opts, scheds=schedulers(opts, tcfg, total_steps),
-                   rng=rng, rt=rt)
+                   rng=rng, rt=rt, G_ema=ema)
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:
@@ -300,6 +307,8 @@ class CUT(Translator):
         set_requires_grad(D, True)
         for s in self.scheds:
             s.step()
+        if self.G_ema is not None:
+            self.G_ema.update_parameters(unwrap(self.gen_h).G)
         loss.update({k: out[k] for k in ("nce_x", "nce_y") if k in out}, NCE=nce, D=loss_d, G_total=loss_g)
         self.last = ({k: v.detach() for k, v in out.items() if k in ("fake_t", "idt_t")}, real_s, real_t)
         return {k: v.detach() for k, v in loss.items()}
@@ -307,7 +316,8 @@ class CUT(Translator):
     def state_dict(self) -> dict:
         return {"gen_h": unwrap(self.gen_h).state_dict(), "D": unwrap(self.D).state_dict(),
                 "opt_g": self.opt_g.state_dict(), "opt_h": self.opt_h.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "sched": [s.state_dict() for s in self.scheds], "rng": self.rng.get_state()}
+                "sched": [s.state_dict() for s in self.scheds], "rng": self.rng.get_state(),
+                **({"G_ema": self.G_ema.state_dict()} if self.G_ema is not None else {})}
 
     def load_state_dict(self, state: dict) -> None:
         unwrap(self.gen_h).load_state_dict(state["gen_h"])
@@ -317,12 +327,15 @@ class CUT(Translator):
         for s, sd in zip(self.scheds, state["sched"]):
             s.load_state_dict(sd)
         self.rng.set_state(state["rng"].cpu())
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(state["G_ema"])
 
     def weights(self) -> dict[str, torch.Tensor]:  # inference needs G only
-        return unwrap(self.gen_h).G.state_dict()
+        return self.inference_module().state_dict()
 
     def inference_module(self) -> nn.Module:
-        return unwrap(self.gen_h).G
+        """The G that translates: its moving average where there is one."""
+        return self.G_ema.module if self.G_ema is not None else unwrap(self.gen_h).G
 
     def end_of_epoch(self, epoch: int, step: int, mean_losses: dict) -> dict:
         return {"lr": self.scheds[0].get_last_lr()[0]}
@@ -341,16 +354,17 @@ class CUT(Translator):
         return (f"{'FastCUT' if c.mode == 'fastcut' else 'CUT'} ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, "
                 f"lambda_NCE={c.lambda_nce:g}, NCE identity {'on' if c.nce_idt else 'off'}, "
                 f"flip-equivariance {'on' if c.flip_equivariance else 'off'}, {c.num_patches} patches/layer"
-                + (f", {c.sampling} sampling" if c.sampling != "transposed" else ""))
+                + (f", {c.sampling} sampling" if c.sampling != "transposed" else "")
+                + (f", weights averaged (EMA {c.ema:g})" if c.ema else ""))
 
     # -- inference (Translator) --
     @torch.no_grad()
     def translate(self, x: torch.Tensor, names: list[str], direction: str = "s2t") -> torch.Tensor:
-        return pad_and_run(unwrap(self.gen_h).G, x)
+        return pad_and_run(self.inference_module(), x)
 
     @torch.no_grad()
     def samples(self, x_s, names_s, x_t):
-        G = unwrap(self.gen_h).G
+        G = self.inference_module()
         return [x_s, pad_and_run(G, x_s), x_t, pad_and_run(G, x_t)], ["source", "G(source)", "target", "G(target)"]
 
     def eval(self) -> "CUT":

@@ -99,8 +99,8 @@ class ImagePool:
         self.rng = random.Random(seed)
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
-        if self.size == 0:
-            return images
+        if self.size == 0:  # no history: the discriminator sees this step's images, detached from G's graph
+            return images.detach()
         out = []
         for img in images.detach():
             if len(self.images) < self.size:
