@@ -6,8 +6,10 @@ averages do not change the training), and every 150 steps the cast, chroma shift
 score (appearance.py) of G(source val) against the target train frames, for the last weights and
 for each average. Frames are drawn by its own simple sampler (random pairs, random flips), not the
 translator's data pipeline: a comparison of decays on one trajectory, not the demo's numbers.
+``--starts`` adds averages that begin later (at the lr decay's start, say): before its start step
+an average is not updated, and its first update copies the weights, as ``model.ema``'s first does.
 
-    python benchmarks/ema_decays.py SEED 0.99,0.995,0.999 [--sampling bilinear] [--json FILE]
+    python benchmarks/ema_decays.py SEED 0.99,0.995,0.999 [--steps 540] [--starts 0,270] [--sampling bilinear] [--json FILE]
 
 The benchmark's frames must exist (``make demo`` generates them into data/synthetic).
 """
@@ -54,10 +56,12 @@ def main() -> None:
     ap.add_argument("--sampling", default="bilinear")
     ap.add_argument("--root", default=str(ROOT / "data" / "synthetic"))
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--starts", default="0", help="comma-separated steps the averages start after")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.set_num_threads(1)
     decays = [float(d) for d in a.decays.split(",")]
+    starts = [int(x) for x in a.starts.split(",")]
     spec = lambda split: f"synthetic:{a.root}:{split}"  # noqa: E731
     source = [as_tensor(f) for f in frames(spec("source-train"))]
     target = [as_tensor(f) for f in frames(spec("target-train"))]
@@ -66,7 +70,8 @@ def main() -> None:
     cfg = CycleGANConfig(ngf=16, ndf=16, n_blocks=3, d_layers=1, identity=True, sampling=a.sampling, lr=4e-4)
     m = build_cyclegan(cfg, torch.device("cpu"), a.seed)
     m.scheds = schedulers((m.opt_g, m.opt_d), SimpleNamespace(lr_decay="linear", decay_start=0.5), a.steps)
-    averages = {d: AveragedModel(m.gens.G, multi_avg_fn=get_ema_multi_avg_fn(d)) for d in decays}
+    averages = {f"ema {d:g}" + (f" from {s0}" if s0 else ""): (s0, AveragedModel(m.gens.G, multi_avg_fn=get_ema_multi_avg_fn(d)))
+                for d in decays for s0 in starts}
     rng = torch.Generator().manual_seed(a.seed)
     rows = {}
     for step in range(1, a.steps + 1):
@@ -75,11 +80,12 @@ def main() -> None:
         s = s.flip(-1) if torch.rand((), generator=rng) < 0.5 else s
         t = t.flip(-1) if torch.rand((), generator=rng) < 0.5 else t
         m.step({"source": s[None], "target": t[None]})
-        for avg in averages.values():
-            avg.update_parameters(m.gens.G)
+        for s0, avg in averages.values():
+            if step > s0:
+                avg.update_parameters(m.gens.G)
         if step % 150 == 0 or step == a.steps:
             rows[step] = {"last": look(m.gens.G, val, target_colour),
-                          **{f"ema {d:g}": look(avg.module, val, target_colour) for d, avg in averages.items()}}
+                          **{name: look(avg.module, val, target_colour) for name, (s0, avg) in averages.items() if step > s0}}
             print(a.seed, step, json.dumps(rows[step]), flush=True)
     if a.json:
         a.json.write_text(json.dumps(rows, indent=1))
