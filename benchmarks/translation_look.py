@@ -1,6 +1,7 @@
 """How the translators of a study look, side by side: per translation arm, its translated source val
-frames' checkerboard score and colour cast against the target train frames (appearance.py), KID
-against them (fid.py, when the FID Inception weights are installed), and the same for the raw source
+frames' checkerboard score and colour cast against the target train frames, the edges they kept of
+the source frames (appearance.py), KID against them (fid.py, when the FID Inception weights are
+installed), and the same for the raw source
 and the target's own frames (the floors: its train frames' checkerboard, its val frames' cast and KID).
 
     python benchmarks/translation_look.py RUN [RUN ...] [--n 200] [--json FILE] [--picture PNG]
@@ -38,8 +39,8 @@ def rows_of(run: Path, n: int) -> list[dict]:
 
     floor = {"checkerboard_db": appearance.checkerboard_db(target), "colour": appearance.colour(target)}
     out = [{"arm": "(target train)", "checkerboard_db": floor["checkerboard_db"], "cast": 0.0, "chroma_shift": 0.0}]
-    specs = [("(target val)", study.specs["target_val"]), ("(raw source)", study.specs["source_val"])]
-    specs += [(a.name, a.translated("val")) for a in applied(study)]
+    specs = [("(target val)", study.specs["target_val"], None), ("(raw source)", study.specs["source_val"], None)]
+    specs += [(a.name, a.translated("val"), study.specs["source_val"]) for a in applied(study)]
     kid = None
     try:
         from i2iuda.fid import load_inception, score
@@ -49,11 +50,11 @@ def rows_of(run: Path, n: int) -> list[dict]:
             kid = lambda spec: score(spec, study.specs["target_train"], min(n, 96), run / "fid_cache", net)["KID"]  # noqa: E731
     except ImportError:
         pass
-    for name, spec in specs:
-        look_ = look(spec, floor)
+    for name, spec, source in specs:
+        look_ = look(spec, floor, source)
         out.append({"arm": name, "checkerboard_db": look_["checkerboard_db"], "cast": look_["colour_shift"]["cast"],
                     "cast_hue_deg": look_["colour_shift"]["cast_hue_deg"], "chroma_shift": look_["colour_shift"]["chroma"],
-                    "KID": kid(spec) if kid else None})
+                    "edges_kept": look_["edges_kept"], "KID": kid(spec) if kid else None})
     return out
 
 
@@ -86,11 +87,13 @@ def main() -> None:
         for f in folders:
             for r in rows_of(f, args.n):
                 table.setdefault(r["arm"], []).append({**r, "run": str(f)})
-    print(f"{'arm':22s} {'checkerboard dB':>16s} {'cast':>12s} {'chroma':>12s} {'KID x1000':>14s}  (mean ± std over runs)")
+    print(f"{'arm':22s} {'checkerboard dB':>16s} {'cast':>12s} {'chroma':>12s} {'edges kept':>12s} {'KID x1000':>14s}"
+          "  (mean ± std over runs)")
     ms = lambda v: "" if not v or any(x is None for x in v) else f"{np.mean(v):6.2f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:4.2f}"  # noqa: E731
     for arm, rs in table.items():
         print(f"{arm:22s} {ms([r['checkerboard_db'] for r in rs]):>16s} {ms([r['cast'] for r in rs]):>12s} "
-              f"{ms([r['chroma_shift'] for r in rs]):>12s} {ms([r.get('KID') for r in rs]):>14s}")
+              f"{ms([r['chroma_shift'] for r in rs]):>12s} {ms([r.get('edges_kept') for r in rs]):>12s} "
+              f"{ms([r.get('KID') for r in rs]):>14s}")
     if args.json:
         args.json.write_text(json.dumps(table, indent=1))
 

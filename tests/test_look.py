@@ -131,6 +131,33 @@ def test_the_colour_cast_on_hand_made_frames():
     assert shift["chroma"] > 10
 
 
+def test_edges_kept_drops_for_smeared_and_streaked_frames_and_not_for_a_colour_change():
+    import cv2
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :128]
+    frames = []
+    for _ in range(4):  # flat blocks with sharp edges, as the benchmark's frames
+        f = np.zeros((64, 128, 3), np.uint8)
+        for _ in range(6):
+            y, x, h, w = rng.integers(0, 48), rng.integers(0, 112), rng.integers(8, 32), rng.integers(8, 48)
+            f[y:y + h, x:x + w] = rng.integers(0, 255, 3)
+        frames.append(f)
+    kept = lambda made: appearance.edges_kept(zip(frames, made))  # noqa: E731
+    assert kept(frames) == pytest.approx(1.0)
+    recoloured = [255 - f for f in frames]  # every colour changed, the same edges
+    smeared = [cv2.GaussianBlur(f, (0, 0), 2.0) for f in frames]
+    streaks = ((xx + yy) % 6 < 2)[..., None] * 120  # diagonal streaks painted over the frame
+    streaked = [np.clip(f.astype(int) + streaks, 0, 255).astype(np.uint8) for f in frames]
+    assert kept(recoloured) > 0.99
+    assert kept(smeared) < 0.8 and kept(streaked) < 0.8
+    assert kept(rng.permutation(frames)) < 0.5  # unrelated frames
+    # a source of another size is resized to its translation's; no pairs, or no edges: no score
+    assert appearance.edges_kept(zip([cv2.resize(f, (256, 128), interpolation=cv2.INTER_NEAREST) for f in frames],
+                                     frames)) > 0.8
+    assert appearance.edges_kept([]) is None and appearance.edges_kept([(frames[0], np.zeros_like(frames[0]))]) is None
+
+
 def test_the_flip_table_from_a_hand_made_confusion():
     conf = np.zeros((3, 3))
     conf[0] = [80, 20, 0]  # road: 20% read as sidewalk

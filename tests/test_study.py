@@ -337,6 +337,10 @@ def test_adding_an_arm_runs_only_that_arm(base_study):
     # the visibility line travels in the rows: the report, which may not import appearance, prints it
     assert m["arms"]["cyclegan"]["translation"]["cast_jnd"] == appearance.CAST_JND
     assert f"from about {appearance.CAST_JND:g}, one just-noticeable difference" in (run / "report.md").read_text()
+    # the edges a translation kept of its source frames: in its rows and its section; none for the raw source
+    kept = m["arms"]["cyclegan"]["translation"]["edges_kept"]
+    assert 0 < kept < 1 and m["arms"]["source_only"]["translation"]["edges_kept"] is None
+    assert f"edges kept {kept:.2f}" in (run / "report.md").read_text()
     # KID/FID of every arm's frames (raw source for source-only), the target embedded once
     from i2iuda.fid import load_inception
     if load_inception() is not None:

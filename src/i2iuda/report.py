@@ -307,18 +307,21 @@ def translation_quality(rows: dict, fmt) -> list[str]:
            "frames: " + fmt(first("target_val_cast"))
            + (f"; from about {jnd:g}, one just-noticeable difference, a cast is visible" if jnd is not None else "")
            + "), **chroma**: their "
-           "mean saturation's difference. **Flips**: the mean share of a class's pixels read as another class after "
+           "mean saturation's difference. **Edges kept**: the correlation of each translated frame's luminance "
+           "edges with its source frame's, averaged (1 = the same edges; smeared edges and streaks lower it). "
+           "**Flips**: the mean share of a class's pixels read as another class after "
            "translation, by the judge against the source labels (with the oracle: needs target labels) and by "
            "source-only against its own reading of the source frame (label-free).", "",
-           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | checkerboard (dB) | cast | chroma | flips (%) "
-           "| flips, label-free (%) | translator training (s) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | checkerboard (dB) | cast | chroma | edges kept "
+           "| flips (%) | flips, label-free (%) | translator training (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in scored:
         t, r = rows[a]["translation"], rows[a]
         raw = " (raw source)" if r["bound"] == "lower" else ""
         out.append(f"| {nice(a, r['bound'])}{raw} | {fmt(t.get('KID'))} | {fmt(t.get('FID'), d=1)} | "
                    f"{fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | {fmt(t.get('checkerboard_db'))} | "
-                   f"{fmt(t.get('cast'))} | {fmt(t.get('chroma_shift'))} | {fmt(r.get('flips_mean'), d=1)} | "
+                   f"{fmt(t.get('cast'))} | {fmt(t.get('chroma_shift'))} | {fmt(t.get('edges_kept'))} | "
+                   f"{fmt(r.get('flips_mean'), d=1)} | "
                    f"{fmt(r.get('flips_label_free_mean'), d=1)} | {fmt(r.get('translator_seconds'), d=0)} |")
     return out
 

@@ -58,11 +58,13 @@ def translation_scores(arm, out: Path) -> None:
                 the target's features are cached in RUN/fid_cache and computed once
     appearance  the frames' checkerboard score and mean colour, and their colour shift against the
                 target train frames' (appearance.py; the target's own, beside: its floor), over the
-                first ``LOOKED_AT`` frames of each"""
+                first ``LOOKED_AT`` frames of each; for translated frames, the edges they kept of
+                the source frames they were made from"""
     study = arm.study
     cfg, frames = study.cfg, arm.trained_on()
+    source = study.specs["source_val"]
     result: dict[str, Any] = {"frames": frames, "fcn_score": None, "kid_fid": None,
-                              "appearance": look(frames, target_look(study))}
+                              "appearance": look(frames, target_look(study), source if frames != source else None)}
     if study.oracle is not None:
         rt = init_runtime(cfg.segment.device)
         model, mcfg = load_trained(study.oracle.folder("segment"), rt.device)
@@ -103,11 +105,20 @@ def target_look(study) -> dict:
     return cached
 
 
-def look(spec: str, target: dict) -> dict:
-    frames = frames_of(spec)
+def look(spec: str, target: dict, source: str | None = None) -> dict:
+    """appearance.py's measures of a set's first ``LOOKED_AT`` frames against the target's (from
+    ``target_look``); with ``source``, the set those frames were translated from (the same names),
+    the edges they kept of it."""
+    index = build_index(spec)
+    frames = [read_image(s.image) for s in index.samples[:LOOKED_AT]]
     c = appearance.colour(frames)
+    kept = None
+    if source is not None:
+        originals = {s.rel: s.image for s in build_index(source).samples}
+        kept = appearance.edges_kept((read_image(originals[s.rel]), frame)
+                                     for s, frame in zip(index.samples, frames) if s.rel in originals)
     return {"checkerboard_db": appearance.checkerboard_db(frames), "colour": c,
-            "colour_shift": appearance.colour_shift(c, target["colour"]),
+            "colour_shift": appearance.colour_shift(c, target["colour"]), "edges_kept": kept,
             "target_checkerboard_db": target["checkerboard_db"], "target_colour": target["colour"],
             "target_val_cast": target.get("val_cast"), "cast_jnd": appearance.CAST_JND}
 

@@ -205,6 +205,7 @@ def read_translation_scores(arm) -> dict:
                             "N": [kf["N_fake"], kf["N_real"]] if "N_fake" in kf else None,
                             "checkerboard_db": look.get("checkerboard_db"), "cast": shift.get("cast"),
                             "cast_hue_deg": shift.get("cast_hue_deg"), "chroma_shift": shift.get("chroma"),
+                            "edges_kept": look.get("edges_kept"),
                             "target_checkerboard_db": look.get("target_checkerboard_db"),
                             "target_val_cast": look.get("target_val_cast"), "cast_jnd": look.get("cast_jnd")}}
 
@@ -239,4 +240,7 @@ def look_section(look: dict | None) -> list[str]:
             f"chroma {shift['chroma']:+.2f}, lightness {shift['lightness']:+.2f} against the target's mean colour "
             f"(L* {c['L']:.1f}, a* {c['a']:+.2f}, b* {c['b']:+.2f}; the target's own val frames: a cast of "
             + (f"{floor:.2f}" if floor is not None else "–")
-            + f"; from about {CAST_JND} a cast is visible, one just-noticeable difference).", ""]
+            + f"; from about {CAST_JND} a cast is visible, one just-noticeable difference)"
+            + (f"; edges kept {look['edges_kept']:.2f} (the correlation of the translated and the source frames' "
+               "luminance edges: 1 = the same; smeared edges and streaks lower it)" if look.get("edges_kept") is not None
+               else "") + ".", ""]
