@@ -302,15 +302,12 @@ class CycleGAN(Translator):
         if self.gens_ema is not None:
             self.gens_ema.load_state_dict(state["gens_ema"])
 
-    def translators(self) -> "Generators":
+    def weights(self) -> dict[str, torch.Tensor]:  # inference needs G and F only
+        return self.inference_module().state_dict()
+
+    def inference_module(self) -> "Generators":
         """The G and F that translate: their moving average where there is one."""
         return self.gens_ema.module if self.gens_ema is not None else unwrap(self.gens)
-
-    def weights(self) -> dict[str, torch.Tensor]:  # inference needs G and F only
-        return self.translators().state_dict()
-
-    def inference_module(self) -> nn.Module:
-        return unwrap(self.gens)
 
     def end_of_epoch(self, epoch: int, step: int, mean_losses: dict) -> dict:
         return {"lr": self.scheds[0].get_last_lr()[0]}
@@ -336,12 +333,12 @@ class CycleGAN(Translator):
     # -- inference (Translator) --
     @torch.no_grad()
     def translate(self, x: torch.Tensor, names: list[str], direction: str = "s2t") -> torch.Tensor:
-        gens = self.translators()
+        gens = self.inference_module()
         return pad_and_run(gens.G if direction == "s2t" else gens.F, x)
 
     @torch.no_grad()
     def samples(self, x_s, names_s, x_t):
-        gens = self.translators()
+        gens = self.inference_module()
         G, F = gens.G, gens.F
         g_s, f_t = pad_and_run(G, x_s), pad_and_run(F, x_t)
         return ([x_s, g_s, pad_and_run(F, g_s), x_t, f_t, pad_and_run(G, f_t)],
