@@ -1,7 +1,7 @@
 """Which decay of the generators' moving average (CycleGAN's ``model.ema``) lowers the colour cast at
 the demo's budget: one training run of the demo's CycleGAN (bilinear, 3 blocks, lr 4e-4, 600 steps,
 lr decayed linearly from the middle), with a moving average of G kept beside it per decay, averaged
-as ``model.ema`` averages (torch's AveragedModel: the first step's weights, then the EMA; the
+as ``model.ema`` averages (gan.moving_average: the first step's weights, then the EMA; the
 averages do not change the training), and every 150 steps the cast, chroma shift and checkerboard
 score (appearance.py) of G(source val) against the target train frames, for the last weights and
 for each average. Frames are drawn by its own simple sampler (random pairs, random flips), not the
@@ -22,18 +22,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from i2iuda import appearance
-from i2iuda.data.datasets import build_index, read_image
+from i2iuda.study.diagnostics import frames_of
 from i2iuda.translation.cyclegan import CycleGANConfig, build_cyclegan
-from i2iuda.translation.gan import pad_and_run, schedulers
+from i2iuda.translation.gan import moving_average, pad_and_run, schedulers
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def frames(spec: str, n: int | None = None) -> list[np.ndarray]:
-    return [read_image(s.image) for s in build_index(spec).samples[:n]]
 
 
 def as_tensor(frame: np.ndarray) -> torch.Tensor:
@@ -63,14 +58,14 @@ def main() -> None:
     decays = [float(d) for d in a.decays.split(",")]
     starts = [int(x) for x in a.starts.split(",")]
     spec = lambda split: f"synthetic:{a.root}:{split}"  # noqa: E731
-    source = [as_tensor(f) for f in frames(spec("source-train"))]
-    target = [as_tensor(f) for f in frames(spec("target-train"))]
-    val = torch.stack([as_tensor(f) for f in frames(spec("source-val"), 200)])
-    target_colour = appearance.colour(frames(spec("target-train"), 200))
+    source = [as_tensor(f) for f in frames_of(spec("source-train"), None)]
+    target = [as_tensor(f) for f in frames_of(spec("target-train"), None)]
+    val = torch.stack([as_tensor(f) for f in frames_of(spec("source-val"), 200)])
+    target_colour = appearance.colour(frames_of(spec("target-train"), 200))
     cfg = CycleGANConfig(ngf=16, ndf=16, n_blocks=3, d_layers=1, identity=True, sampling=a.sampling, lr=4e-4)
     m = build_cyclegan(cfg, torch.device("cpu"), a.seed)
     m.scheds = schedulers((m.opt_g, m.opt_d), SimpleNamespace(lr_decay="linear", decay_start=0.5), a.steps)
-    averages = {f"ema {d:g}" + (f" from {s0}" if s0 else ""): (s0, AveragedModel(m.gens.G, multi_avg_fn=get_ema_multi_avg_fn(d)))
+    averages = {f"ema {d:g}" + (f" from {s0}" if s0 else ""): (s0, moving_average(m.gens.G, d))
                 for d in decays for s0 in starts}
     rng = torch.Generator().manual_seed(a.seed)
     rows = {}

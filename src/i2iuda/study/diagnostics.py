@@ -84,7 +84,7 @@ def translation_scores(arm, out: Path) -> None:
 LOOKED_AT = 200  # frames a set's appearance is measured on
 
 
-def frames_of(spec: str, n: int = LOOKED_AT) -> list[np.ndarray]:
+def frames_of(spec: str, n: int | None = LOOKED_AT) -> list[np.ndarray]:
     return [read_image(s.image) for s in build_index(spec).samples[:n]]
 
 

@@ -50,14 +50,14 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ..config import Range, adam_beta, at_least, between, positive
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
 from .base import Translator
-from .gan import (Discriminator, Generator, distributed, init_weights, lsgan_loss, pad_and_run, patch_size, schedulers,
-                  set_requires_grad)
+from .gan import (Discriminator, Generator, distributed, init_weights, lsgan_loss, moving_average, pad_and_run,
+                  patch_size, schedulers, set_requires_grad)
 
 MODES = {  # the reference's --CUT_mode defaults: (lambda_nce, nce_idt, flip_equivariance)
     "cut": (1.0, True, False),
@@ -268,9 +268,8 @@ class CUT(Translator):
                                                                       D.parameters())]
         # flips and patch locations: their own generator (saved in checkpoints), one stream per rank
         rng = torch.Generator().manual_seed(10_007 * tcfg.seed + 101 * rt.rank + 1)
-        ema = AveragedModel(gen_h.G, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
         return cls(cfg, distributed(gen_h, rt), distributed(D, rt), *opts, scheds=schedulers(opts, tcfg, total_steps),
-                   rng=rng, rt=rt, G_ema=ema)
+                   rng=rng, rt=rt, G_ema=moving_average(gen_h.G, cfg.ema))
 
     # -- training (training.Trainer) --
     def step(self, batch: dict) -> dict:

@@ -27,15 +27,15 @@ from typing import ClassVar, Literal
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from ..config import Range, adam_beta, at_least, between, positive
 from ..errors import UserError
 from ..pictures import tensor_rows
 from ..runtime import Runtime, unwrap
 from .base import Translator
-from .gan import (Discriminator, Generator, distributed, init_weights, lsgan_loss, pad_and_run, patch_size, schedulers,
-                  set_requires_grad)
+from .gan import (Discriminator, Generator, distributed, init_weights, lsgan_loss, moving_average, pad_and_run,
+                  patch_size, schedulers, set_requires_grad)
 
 
 @dataclass
@@ -364,8 +364,8 @@ def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, cha
     if not training:
         return CycleGAN(cfg, gens, rt=rt)
     betas = (cfg.beta1, cfg.beta2)
-    ema = AveragedModel(gens, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
     return CycleGAN(cfg, gens, discs,
                     torch.optim.Adam(gens.parameters(), lr=cfg.lr, betas=betas),
                     torch.optim.Adam(discs.parameters(), lr=cfg.lr, betas=betas),
-                    ImagePool(cfg.pool_size, seed + 1), ImagePool(cfg.pool_size, seed + 2), rt=rt, gens_ema=ema)
+                    ImagePool(cfg.pool_size, seed + 1), ImagePool(cfg.pool_size, seed + 2), rt=rt,
+                    gens_ema=moving_average(gens, cfg.ema))

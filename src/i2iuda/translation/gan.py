@@ -29,6 +29,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as nnf
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..runtime import Runtime
 
@@ -207,6 +208,14 @@ def schedulers(optimizers, tcfg, total_steps: int) -> list:
     """One per-step LambdaLR per optimiser on ``lr_factor`` (``tcfg.lr_decay`` from ``tcfg.decay_start``)."""
     return [torch.optim.lr_scheduler.LambdaLR(o, lambda s: lr_factor(s, total_steps, tcfg.decay_start, tcfg.lr_decay))
             for o in optimizers]
+
+
+def moving_average(net: nn.Module, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``net``'s weights (``model.ema``; Yazici et al., "The
+    unusual effectiveness of averaging in GAN training", ICLR 2019), None for ``decay`` 0: its first
+    ``update_parameters`` copies the weights, each later one moves the average by 1 - decay towards
+    them; ``.module`` is the averaged net."""
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay)) if decay else None
 
 
 def distributed(net: nn.Module, rt: Runtime) -> nn.Module:
