@@ -76,8 +76,28 @@ def test_a_transposed_up_sampling_checkerboards_and_the_others_do_not():
     assert len(torch.unique(c(x)[0, 0, 4:-4, 4:-4].round(decimals=5))) == 1
 
 
+def test_a_residual_generator_starts_as_the_identity_and_then_paints_a_change():
+    """model.residual: G(x) = tanh(atanh(x) + net(x)) with net's output convolution zeroed, so G and
+    F return their input at step 0 (to the clamp at 0.999) where the paper's generators redraw the
+    frame; training moves them off it, and the output stays inside tanh's (-1, 1)."""
+    torch.manual_seed(0)
+    x, t = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    cfg = CycleGANConfig(ngf=8, ndf=8, n_blocks=1, sampling="bilinear", residual=True, lr=1e-3)
+    m = build_cyclegan(cfg, torch.device("cpu"))
+    for g in (m.gens.G, m.gens.F):
+        assert torch.allclose(g(x), x.clamp(-0.999, 0.999), atol=1e-6)
+    plain = build_cyclegan(CycleGANConfig(ngf=8, ndf=8, n_blocks=1, sampling="bilinear"), torch.device("cpu"))
+    assert (plain.gens.G(x) - x).abs().mean() > 0.3
+    for _ in range(3):
+        m.step({"source": x, "target": t})
+    with torch.no_grad():
+        y = m.gens.G(x)
+    assert (y - x).abs().mean() > 1e-3 and y.abs().max() < 1
+    assert "residual generators" in m.describe()
+
+
 def test_the_demo_and_presets_up_sample_as_chosen_and_the_compared_studies_as_the_paper():
-    """The demo's CycleGAN is the checkerboard-free one (docs/translation.md, "What the demo uses"),
+    """The demo's CycleGAN is the checkerboard-free residual one (docs/translation.md, "What the demo uses"),
     the CPU presets up-sample as the 3-seed ablation chose (CycleGAN anti-aliased, CUT by resize-
     convolution), CUT's paper preset as its reference code; the studies whose numbers
     docs/results.md holds keep the paper's transposed convolution."""
@@ -90,13 +110,18 @@ def test_the_demo_and_presets_up_sample_as_chosen_and_the_compared_studies_as_th
 
     root = Path(__file__).resolve().parents[1]
 
-    def sampling(preset: Path, arm: str) -> str:
+    def model(preset: Path, arm: str):
         cfg = load_config(StudyConfig, preset, [])
-        return Study.resolve(cfg, root / "runs" / "unused").arms[arm].translate.model.sampling
+        return Study.resolve(cfg, root / "runs" / "unused").arms[arm].translate.model
 
-    assert sampling(DEFAULT_STUDY, "cyclegan") == "bilinear"
+    def sampling(preset: Path, arm: str) -> str:
+        return model(preset, arm).sampling
+
+    demo = model(DEFAULT_STUDY, "cyclegan")
+    assert demo.sampling == "bilinear" and demo.residual and not demo.identity  # "What the demo uses"
     for preset in ("study_compare_cpu.yaml", "study_selftrain_cpu.yaml", "study_online_cpu.yaml", "study_daformer_cpu.yaml"):
-        assert sampling(root / "configs" / preset, "cyclegan") == "transposed", preset
+        paper = model(root / "configs" / preset, "cyclegan")
+        assert paper.sampling == "transposed" and not paper.residual and paper.identity, preset
     assert sampling(root / "configs" / "study_look_demo_cpu.yaml", "cg_transposed_gain005") == "transposed"
     assert sampling(root / "configs" / "study_compare_cpu.yaml", "cut") == "transposed"
     presets = {"cyclegan_cpu.yaml": "antialias", "cut_cpu.yaml": "resize", "cut_paper.yaml": "antialias",

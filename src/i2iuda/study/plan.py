@@ -78,7 +78,7 @@ ADDED_FEATURES = {"semantic": 0.0, "mix": "", "init_from": "", "encoder_depth": 
                   "lanes": 1, "random_crop": None, "source_gap": 2.0, "online": {}, "steps": None, "target_size": None,
                   "feature_distance": 0.0, "cat_max_ratio": None, "norm_decay_mult": 1.0, "segment": {},
                   "lambda_identity": 0.5, "sampling": "transposed", "init_gain": 0.02, "label_cycle": 0.0,
-                  "ema": 0.0}
+                  "ema": 0.0, "residual": False}
 
 
 # Defaults changed after studies were run, of a setting that does nothing while its feature's switch

@@ -55,6 +55,9 @@ class CycleGANConfig:
     # conv_bilinear, antialias (CUT's); gan.py's docstring
     sampling: Literal["transposed", "resize", "bilinear", "conv_bilinear", "antialias"] = "transposed"
     init_gain: float = 0.02  # std of the N(0, gain) initial weights (the reference's)
+    # G and F paint a change to their input, tanh(atanh(x) + net(x)), starting as the identity
+    # (gan.Generator; not the paper's): against the young generator's colour cast and smearing
+    residual: bool = False
     # decay of an exponential moving average of G and F's weights, the nets translation then uses
     # (Yazici et al., "The unusual effectiveness of averaging in GAN training", ICLR 2019): the
     # colours a GAN's generator swings through early in training average out; 0 = off (the paper's)
@@ -131,8 +134,8 @@ class Generators(nn.Module):
 
     def __init__(self, cfg: CycleGANConfig):
         super().__init__()
-        self.G = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling)  # S -> T
-        self.F = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling)  # T -> S
+        self.G = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling, cfg.residual)  # S -> T
+        self.F = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling, cfg.residual)  # T -> S
         self.identity = cfg.identity
 
     def forward(self, real_s: torch.Tensor, real_t: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -328,6 +331,7 @@ class CycleGAN(Translator):
         look = f", {c.sampling} sampling" if c.sampling != "transposed" else ""
         look += f", init gain {c.init_gain:g}" if c.init_gain != 0.02 else ""
         look += f", weights averaged (EMA {c.ema:g})" if c.ema else ""
+        look += ", residual generators (start as the identity)" if c.residual else ""
         return f"CycleGAN ngf={c.ngf}, {c.n_blocks} blocks, {p}x{p} PatchGAN, identity loss {idt}{sem}{look}"
 
     # -- inference (Translator) --
@@ -357,6 +361,9 @@ def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, cha
     discs = Discriminators(cfg) if training else None
     for net in (gens, discs) if training else (gens,):
         init_weights(net, cfg.init_gain)
+        if net is gens and cfg.residual:
+            gens.G.start_as_identity()
+            gens.F.start_as_identity()
         net.to(device)
         if channels_last:
             net.to(memory_format=torch.channels_last)

@@ -88,12 +88,18 @@ class Generator(nn.Module):
     """c7s1-64, d128, d256, R256 x n_blocks, u128, u64, c7s1-3, tanh (paper, appendix 7.2), with
     its down- and up-sampling by ``sampling`` (module docstring).
 
+    ``residual`` (not the paper's): the net paints a *change* to its input frame x in tanh's
+    argument, G(x) = tanh(atanh(x) + net(x)), as SimGAN's refiner refines rather than redraws; with
+    its output convolution zeroed (``start_as_identity``) it starts as the identity, so a young
+    generator keeps the source's edges and colours wherever the discriminator has not yet asked
+    for a change, instead of drifting through the random colours of a net learning to redraw.
+
     Convolutions keep their biases (instance norm has no affine parameters), as in the
     reference implementation: 11.378 M parameters at ngf=64 with 9 blocks. ``down_convs`` and
     ``first_block`` are the indices in ``model`` of the down-sampling convolutions and of the first
     residual block (CUT reads its features there)."""
 
-    def __init__(self, ngf: int = 64, n_blocks: int = 9, sampling: str = "transposed"):
+    def __init__(self, ngf: int = 64, n_blocks: int = 9, sampling: str = "transposed", residual: bool = False):
         super().__init__()
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling {sampling!r}: expected one of {', '.join(SAMPLINGS)}")
@@ -120,11 +126,21 @@ class Generator(nn.Module):
             else:
                 up = [BlurUpsample(ngf * mult), nn.Conv2d(ngf * mult, c, 3, padding=1)]
             layers += [*up, nn.InstanceNorm2d(c), nn.ReLU(True)]
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7)] + ([] if residual else [nn.Tanh()])
         self.model = nn.Sequential(*layers)
+        self.residual = residual
+
+    def start_as_identity(self) -> None:
+        """Zero the output convolution: a residual generator then returns its input."""
+        out = self.model[-1]
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
 
     def forward(self, x):
-        return self.model(x)
+        if not self.residual:
+            return self.model(x)
+        # frames are in [-1, 1]; atanh(+-0.999) = +-3.8 keeps the saturated pixels reachable
+        return torch.tanh(torch.atanh(x.clamp(-0.999, 0.999)) + self.model(x))
 
 
 class Discriminator(nn.Module):
