@@ -56,7 +56,7 @@ class CycleGANConfig:
     sampling: Literal["transposed", "resize", "bilinear", "conv_bilinear", "antialias"] = "transposed"
     init_gain: float = 0.02  # std of the N(0, gain) initial weights (the reference's)
     # G and F paint a change to their input, tanh(atanh(x) + net(x)), starting as the identity
-    # (gan.Generator; not the paper's): against the young generator's colour cast and smearing
+    # (gan.Generator; not the paper's): a young generator then keeps the edges the paper's smears
     residual: bool = False
     # decay of an exponential moving average of G and F's weights, the nets translation then uses
     # (Yazici et al., "The unusual effectiveness of averaging in GAN training", ICLR 2019): the

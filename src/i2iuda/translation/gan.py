@@ -91,8 +91,8 @@ class Generator(nn.Module):
     ``residual`` (not the paper's): the net paints a *change* to its input frame x in tanh's
     argument, G(x) = tanh(atanh(x) + net(x)), as SimGAN's refiner refines rather than redraws; with
     its output convolution zeroed (``start_as_identity``) it starts as the identity, so a young
-    generator keeps the source's edges and colours wherever the discriminator has not yet asked
-    for a change, instead of drifting through the random colours of a net learning to redraw.
+    generator keeps the source's edges wherever the discriminator has not yet asked for a change,
+    where a net learning to redraw the frame smears them (docs/translation.md measures both).
 
     Convolutions keep their biases (instance norm has no affine parameters), as in the
     reference implementation: 11.378 M parameters at ngf=64 with 9 blocks. ``down_convs`` and
