@@ -59,6 +59,20 @@ def test_modes_set_the_reference_defaults_and_explicit_settings_win():
     assert load_config(TranslateConfig, None, [f"model={to_dict(cfg.model)}", "method=cut"]) == cfg
 
 
+def test_a_residual_g_starts_as_the_identity_and_trains():
+    """model.residual, as CycleGAN's: G returns its input at step 0, then moves off it."""
+    tcfg = load_config(TranslateConfig, None, TINY + ["model.residual=true", "model.lr=0.001"])
+    m = cut.CUT.build(tcfg, init_runtime("cpu"), 10)
+    x = torch.rand(2, 3, 32, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(m.gen_h.G(x), x.clamp(-0.999, 0.999), atol=1e-6)
+    for _ in range(3):
+        m.step({"source": x, "target": torch.rand(2, 3, 32, 64) * 2 - 1})
+    with torch.no_grad():
+        assert (m.gen_h.G(x) - x).abs().mean() > 1e-3
+    assert "residual generator" in m.describe()
+
+
 @pytest.mark.parametrize("mode", ["cut", "fastcut"])
 def test_one_step_trains_g_heads_and_d(mode):
     tcfg = load_config(TranslateConfig, None, TINY + [f"model.mode={mode}"])

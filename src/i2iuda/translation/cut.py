@@ -86,6 +86,9 @@ class CUTConfig:
     # decay of an exponential moving average of G's weights, the G translation then uses (as
     # CycleGAN's model.ema; Yazici et al., ICLR 2019); 0 = off (the paper's)
     ema: float = 0.0
+    # G paints a change to its input, tanh(atanh(x) + net(x)), starting as the identity (CycleGAN's
+    # model.residual, gan.Generator; not the paper's)
+    residual: bool = False
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -191,7 +194,7 @@ class NCEGenerator(nn.Module):
     def __init__(self, cfg: CUTConfig):
         super().__init__()
         self.cfg = cfg
-        self.G = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling)
+        self.G = Generator(cfg.ngf, cfg.n_blocks, cfg.sampling, cfg.residual)
         self.H = PatchHeads(layer_channels(cfg.ngf, cfg.n_blocks), cfg.head_dim)
         self.layers = nce_layers(cfg.n_blocks, self.G)
 
@@ -254,6 +257,8 @@ class CUT(Translator):
         torch.manual_seed(tcfg.seed)
         gen_h = NCEGenerator(cfg)
         init_weights(gen_h, kind="xavier")
+        if cfg.residual:
+            gen_h.G.start_as_identity()
         gen_h.to(rt.device)
         if not training:
             return cls(cfg, gen_h, rt=rt)
@@ -354,7 +359,8 @@ class CUT(Translator):
                 f"lambda_NCE={c.lambda_nce:g}, NCE identity {'on' if c.nce_idt else 'off'}, "
                 f"flip-equivariance {'on' if c.flip_equivariance else 'off'}, {c.num_patches} patches/layer"
                 + (f", {c.sampling} sampling" if c.sampling != "transposed" else "")
-                + (f", weights averaged (EMA {c.ema:g})" if c.ema else ""))
+                + (f", weights averaged (EMA {c.ema:g})" if c.ema else "")
+                + (", residual generator (starts as the identity)" if c.residual else ""))
 
     # -- inference (Translator) --
     @torch.no_grad()
