@@ -289,7 +289,7 @@ def translation_quality(rows: dict, fmt) -> list[str]:
                               if rows[a]["translation"].get(key) is not None), None)
     jnd = first("cast_jnd")  # appearance.CAST_JND, as the look stage wrote it (a constant: its seeds' mean)
     jnd = jnd.get("mean") if isinstance(jnd, dict) else jnd
-    n = next((rows[a]["translation"].get("N") for a in scored if rows[a]["translation"].get("N")), None)
+    n = first("N")
     out = ["", "## Translation quality", "",
            "How target-like the source val frames each arm trains on are: raw for source-only (the floor), "
            "translated for the others. **KID** (× 1000, unbiased; the primary measure) and **FID** against target "

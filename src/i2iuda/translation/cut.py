@@ -257,8 +257,6 @@ class CUT(Translator):
         torch.manual_seed(tcfg.seed)
         gen_h = NCEGenerator(cfg)
         init_weights(gen_h, kind="xavier")
-        if cfg.residual:
-            gen_h.G.start_as_identity()
         gen_h.to(rt.device)
         if not training:
             return cls(cfg, gen_h, rt=rt)

@@ -361,9 +361,6 @@ def build_cyclegan(cfg: CycleGANConfig, device: torch.device, seed: int = 0, cha
     discs = Discriminators(cfg) if training else None
     for net in (gens, discs) if training else (gens,):
         init_weights(net, cfg.init_gain)
-        if net is gens and cfg.residual:
-            gens.G.start_as_identity()
-            gens.F.start_as_identity()
         net.to(device)
         if channels_last:
             net.to(memory_format=torch.channels_last)

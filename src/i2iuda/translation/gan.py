@@ -90,9 +90,10 @@ class Generator(nn.Module):
 
     ``residual`` (not the paper's): the net paints a *change* to its input frame x in tanh's
     argument, G(x) = tanh(atanh(x) + net(x)), as SimGAN's refiner refines rather than redraws; with
-    its output convolution zeroed (``start_as_identity``) it starts as the identity, so a young
-    generator keeps the source's edges wherever the discriminator has not yet asked for a change,
-    where a net learning to redraw the frame smears them (docs/translation.md measures both).
+    its output convolution zeroed (``start_as_identity``, which ``init_weights`` calls) it starts
+    as the identity, so a young generator keeps the source's edges wherever the discriminator has
+    not yet asked for a change, where a net learning to redraw the frame smears them
+    (docs/translation.md measures both).
 
     Convolutions keep their biases (instance norm has no affine parameters), as in the
     reference implementation: 11.378 M parameters at ngf=64 with 9 blocks. ``down_convs`` and
@@ -178,7 +179,8 @@ def patch_size(n_layers: int) -> int:
 
 def init_weights(net: nn.Module, gain: float = 0.02, kind: str = "normal") -> None:
     """Zero biases and N(0, gain) weights (``normal``: CycleGAN's reference) or Xavier-normal
-    weights with that gain (``xavier``: CUT's reference), for convolutions and linear layers."""
+    weights with that gain (``xavier``: CUT's reference), for convolutions and linear layers; a
+    residual generator's output convolution then zeroed, so that it starts as the identity."""
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             if kind == "xavier":
@@ -187,6 +189,9 @@ def init_weights(net: nn.Module, gain: float = 0.02, kind: str = "normal") -> No
                 nn.init.normal_(m.weight, 0.0, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+    for m in net.modules():
+        if isinstance(m, Generator) and m.residual:
+            m.start_as_identity()
 
 
 def lsgan_loss(scores: torch.Tensor, real: bool) -> torch.Tensor:
