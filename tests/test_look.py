@@ -119,9 +119,11 @@ def test_the_demo_and_presets_up_sample_as_chosen_and_the_compared_studies_as_th
 
     demo = model(DEFAULT_STUDY, "cyclegan")
     assert demo.sampling == "bilinear" and demo.residual and not demo.identity  # "What the demo uses"
+    assert demo.d_layers == 2  # "The class cast"
     for preset in ("study_compare_cpu.yaml", "study_selftrain_cpu.yaml", "study_online_cpu.yaml", "study_daformer_cpu.yaml"):
         paper = model(root / "configs" / preset, "cyclegan")
         assert paper.sampling == "transposed" and not paper.residual and paper.identity, preset
+        assert paper.d_layers == 1, preset  # the CPU preset's 16x16 patches (docs/translation.md)
     assert sampling(root / "configs" / "study_look_demo_cpu.yaml", "cg_transposed_gain005") == "transposed"
     assert sampling(root / "configs" / "study_compare_cpu.yaml", "cut") == "transposed"
     presets = {"cyclegan_cpu.yaml": "antialias", "cut_cpu.yaml": "resize", "cut_paper.yaml": "antialias",
@@ -154,6 +156,35 @@ def test_the_colour_cast_on_hand_made_frames():
     assert shift["cast"] == pytest.approx(np.hypot(m["a"], m["b"])) and m["a"] > 10
     assert appearance.hue_name(shift["cast_hue_deg"]) in ("magenta", "blue-violet", "magenta-red")
     assert shift["chroma"] > 10
+
+
+def test_the_class_cast_sees_what_the_frames_mean_colour_hides():
+    """Two classes whose colours a 'translator' swapped: the frames' mean colour is the reference's
+    (no cast), each class is far from its own colour (the class cast)."""
+    red, green = (200, 60, 60), (60, 160, 60)
+    label = np.zeros((8, 8), np.uint8)
+    label[:, 4:] = 1
+    label[0, 0] = 255  # ignore: left out
+    frame = np.zeros((8, 8, 3), np.uint8)
+    frame[label == 0], frame[label == 1], frame[0, 0] = red, green, (0, 0, 255)
+    swapped = frame.copy()
+    swapped[label == 0], swapped[label == 1] = green, red
+    ref = appearance.class_colour([(frame, label)])
+    assert ref["pixels"][:2] == [31, 32] and sum(ref["pixels"]) == 63
+    same = appearance.class_cast(ref, ref, names=["red", "green"] + ["?"] * 17)
+    assert same["cast"] == pytest.approx(0, abs=1e-6) and same["lightness"] == pytest.approx(0, abs=1e-6)
+    moved = appearance.class_cast(appearance.class_colour([(swapped, label)]), ref, names=["red", "green"] + ["?"] * 17)
+    lab = appearance.colour([np.array([[red]], np.uint8)]), appearance.colour([np.array([[green]], np.uint8)])
+    apart = np.hypot(lab[0]["a"] - lab[1]["a"], lab[0]["b"] - lab[1]["b"])
+    assert moved["cast"] == pytest.approx(apart, rel=1e-4) and apart > 50
+    assert {w["class"] for w in moved["worst"]} == {"red", "green"}
+    # the whole frames' mean colour barely moved (one pixel of 64 apart): no cast there
+    whole = appearance.colour_shift(appearance.colour([swapped]), appearance.colour([frame]))
+    assert whole["cast"] < 0.1 * moved["cast"]
+    # a class the reference never shows does not count
+    only_red = np.zeros((8, 8), np.uint8)
+    half = appearance.class_colour([(frame, only_red)])
+    assert appearance.class_cast(appearance.class_colour([(frame, label)]), half)["worst"][0]["class"] == 0
 
 
 def test_edges_kept_drops_for_smeared_and_streaked_frames_and_not_for_a_colour_change():

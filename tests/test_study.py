@@ -341,6 +341,13 @@ def test_adding_an_arm_runs_only_that_arm(base_study):
     kept = m["arms"]["cyclegan"]["translation"]["edges_kept"]
     assert 0 < kept < 1 and m["arms"]["source_only"]["translation"]["edges_kept"] is None
     assert f"edges kept {kept:.2f}" in (run / "report.md").read_text()
+    # the class cast: the raw source's per-class colours (the synthetic source is its target's palette,
+    # saturated and brightened) are further from the target val frames' than the target's own train frames'
+    raw, translated = (m["arms"][a]["translation"]["class_cast"] for a in ("source_only", "cyclegan"))
+    floor = target["train_class_cast"]
+    assert 0 < floor < raw and translated > 0
+    assert m["arms"]["cyclegan"]["translation"]["target_train_class_cast"] == pytest.approx(floor)
+    assert f"**class cast** {translated:.2f}" in (run / "report.md").read_text()
     # KID/FID of every arm's frames (raw source for source-only), the target embedded once
     from i2iuda.fid import load_inception
     if load_inception() is not None:

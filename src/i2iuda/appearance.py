@@ -15,6 +15,14 @@ colour_shift      of one set against another (translated against the target's fr
                   yellow, 180 green, 270 blue) and the chroma and lightness differences. A cast
                   is visible from about CAST_JND (a*b* units; the target's own val frames against
                   its train frames give the floor).
+class_colour      per class: the mean L*, a*, b* and chroma of the pixels its labels give that class.
+class_cast        of one set's class colours against another's: per class present in both, the distance
+                  of their mean a*b*, averaged with the weights of each class's share of the set's
+                  pixels (and its lightness and chroma differences, so weighted). The cast of the whole
+                  frames' mean colour cannot tell a translator that left each class in the source's
+                  colours from one that matched the target's, when the two domains' layouts differ
+                  (more road, less sky): the class cast can. It needs labels on both sides: the
+                  source's for translated frames, the target val set's for the reference.
 edges_kept        of translated frames against the source frames they were made from: per pair, the
                   correlation of their luminance gradient magnitudes (3x3 Sobel), averaged over the
                   pairs. 1 = the same edges (the source against itself; a Gaussian blur of sigma 1
@@ -25,7 +33,7 @@ edges_kept        of translated frames against the source frames they were made 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import cv2
 import numpy as np
@@ -91,6 +99,42 @@ def colour_shift(frames: dict, reference: dict) -> dict:
     da, db = frames["a"] - reference["a"], frames["b"] - reference["b"]
     return {"cast": float(math.hypot(da, db)), "cast_hue_deg": float(math.degrees(math.atan2(db, da)) % 360),
             "chroma": float(frames["chroma"] - reference["chroma"]), "lightness": float(frames["L"] - reference["L"])}
+
+
+def class_colour(pairs: Iterable[tuple[np.ndarray, np.ndarray]], n_classes: int = 19) -> dict | None:
+    """Per class, the mean L*, a*, b*, chroma and pixel count over (frame, trainIds) pairs; labels
+    outside 0..n_classes-1 (ignore) are left out. None for no labelled pixel."""
+    total, count = np.zeros((n_classes, 4)), np.zeros(n_classes)
+    for frame, label in pairs:
+        lab = cv2.cvtColor(frame.astype(np.float32) / 255, cv2.COLOR_RGB2Lab).reshape(-1, 3)
+        ids = label.reshape(-1).astype(np.int64)
+        keep = ids < n_classes
+        ids, lab = ids[keep], lab[keep]
+        values = np.column_stack([lab, np.hypot(lab[:, 1], lab[:, 2])])
+        for k in range(4):
+            total[:, k] += np.bincount(ids, weights=values[:, k], minlength=n_classes)
+        count += np.bincount(ids, minlength=n_classes)
+    if not count.sum():
+        return None
+    mean = total / np.maximum(count, 1)[:, None]
+    return {"L": mean[:, 0].tolist(), "a": mean[:, 1].tolist(), "b": mean[:, 2].tolist(),
+            "chroma": mean[:, 3].tolist(), "pixels": count.astype(int).tolist()}
+
+
+def class_cast(frames: dict, reference: dict, names: Sequence[str] | None = None, top: int = 3) -> dict:
+    """The module docstring's class cast of ``frames`` against ``reference`` (both from
+    ``class_colour``), its lightness and chroma differences so weighted, and the ``top`` classes
+    whose a*b* is furthest from the reference's (named by ``names``)."""
+    px, ref_px = np.array(frames["pixels"], float), np.array(reference["pixels"])
+    w = px * (ref_px > 0)
+    if not w.sum():
+        return {"cast": None, "lightness": None, "chroma": None, "worst": []}
+    w /= w.sum()
+    f, r = ({k: np.array(d[k]) for k in ("L", "a", "b", "chroma")} for d in (frames, reference))
+    dist = np.hypot(f["a"] - r["a"], f["b"] - r["b"])
+    worst = [int(c) for c in np.argsort(-w * dist)[:top] if w[c] > 0]  # what a viewer sees most of
+    return {"cast": float(w @ dist), "lightness": float(w @ (f["L"] - r["L"])), "chroma": float(w @ (f["chroma"] - r["chroma"])),
+            "worst": [{"class": names[c] if names else c, "cast": float(dist[c]), "share": float(w[c])} for c in worst]}
 
 
 def edge_map(frame: np.ndarray) -> np.ndarray:

@@ -307,20 +307,26 @@ def translation_quality(rows: dict, fmt) -> list[str]:
            "frames: " + fmt(first("target_val_cast"))
            + (f"; from about {jnd:g}, one just-noticeable difference, a cast is visible" if jnd is not None else "")
            + "), **chroma**: their "
-           "mean saturation's difference. **Edges kept**: the correlation of each translated frame's luminance "
+           "mean saturation's difference. "
+           + ("**Class cast**: per class, the distance of its mean a\\*b\\* colour from the same class's in the "
+              "target val frames, weighted by its share of the pixels (it reads *target val labels*; the target's own "
+              f"train frames: {fmt(first('target_train_class_cast')) or '–'}): unlike the cast of the whole frames, it "
+              "shows a translator that left each class in the source's colours when the domains' layouts differ. "
+              if first("class_cast") is not None else "")
+           + "**Edges kept**: the correlation of each translated frame's luminance "
            "edges with its source frame's, averaged (1 = the same edges; smeared edges and streaks lower it). "
            "**Flips**: the mean share of a class's pixels read as another class after "
            "translation, by the judge against the source labels (with the oracle: needs target labels) and by "
            "source-only against its own reading of the source frame (label-free).", "",
-           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | checkerboard (dB) | cast | chroma | edges kept "
-           "| flips (%) | flips, label-free (%) | translator training (s) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| arm | KID × 1000 | FID | FCN-score mIoU | FCN-score PA | checkerboard (dB) | cast | chroma | class cast "
+           "| edges kept | flips (%) | flips, label-free (%) | translator training (s) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in scored:
         t, r = rows[a]["translation"], rows[a]
         raw = " (raw source)" if r["bound"] == "lower" else ""
         out.append(f"| {nice(a, r['bound'])}{raw} | {fmt(t.get('KID'))} | {fmt(t.get('FID'), d=1)} | "
                    f"{fmt(t.get('fcn_score_mIoU'))} | {fmt(t.get('fcn_score_PA'))} | {fmt(t.get('checkerboard_db'))} | "
-                   f"{fmt(t.get('cast'))} | {fmt(t.get('chroma_shift'))} | {fmt(t.get('edges_kept'))} | "
+                   f"{fmt(t.get('cast'))} | {fmt(t.get('chroma_shift'))} | {fmt(t.get('class_cast'))} | {fmt(t.get('edges_kept'))} | "
                    f"{fmt(r.get('flips_mean'), d=1)} | "
                    f"{fmt(r.get('flips_label_free_mean'), d=1)} | {fmt(r.get('translator_seconds'), d=0)} |")
     return out

@@ -88,19 +88,36 @@ def frames_of(spec: str, n: int | None = LOOKED_AT) -> list[np.ndarray]:
     return [read_image(s.image) for s in build_index(spec).samples[:n]]
 
 
+def labelled_frames(spec: str, n: int | None = LOOKED_AT) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """The first ``n`` (frame, trainIds) pairs of a set, or None where it has no labels."""
+    index = build_index(spec)
+    if not index.labelled:
+        return None
+    return [load_pair(s, index.label_format) for s in index.samples[:n]]
+
+
 def target_look(study) -> dict:
     """The target train frames' checkerboard score and colour, and the cast of the target's own val
-    frames against them (the floor of a cast: two sets of the same domain differ this much):
+    frames against them (the floor of a cast: two sets of the same domain differ this much); where
+    the target val set has labels, its class colours (the class cast's reference: target labels)
+    and the class cast of the target train frames against them (its floor, where they have labels):
     RUN/appearance_target.json, measured once."""
     cache = study.run / "appearance_target.json"
     spec, val_spec = study.specs["target_train"], study.specs["target_val"]
     cached = read_json(cache, None)
-    if cached is None or cached.get("frames") != spec or cached.get("val_frames") != val_spec:
+    if (cached is None or cached.get("frames") != spec or cached.get("val_frames") != val_spec
+            or "class_colour" not in cached):
         target = frames_of(spec)
         c = appearance.colour(target)
         val = appearance.colour(frames_of(val_spec))
+        val_pairs = labelled_frames(val_spec)
+        classes = appearance.class_colour(val_pairs) if val_pairs else None
+        train_pairs = labelled_frames(spec) if classes else None
         cached = {"frames": spec, "val_frames": val_spec, "checkerboard_db": appearance.checkerboard_db(target),
-                  "colour": c, "val_cast": appearance.colour_shift(val, c)["cast"] if val and c else None}
+                  "colour": c, "val_cast": appearance.colour_shift(val, c)["cast"] if val and c else None,
+                  "class_colour": classes,
+                  "train_class_cast": (appearance.class_cast(appearance.class_colour(train_pairs), classes)["cast"]
+                                       if train_pairs else None)}
         write_json(cache, cached)
     return cached
 
@@ -108,7 +125,8 @@ def target_look(study) -> dict:
 def look(spec: str, target: dict, source: str | None = None) -> dict:
     """appearance.py's measures of a set's first ``LOOKED_AT`` frames against the target's (from
     ``target_look``); with ``source``, the set those frames were translated from (the same names),
-    the edges they kept of it."""
+    the edges they kept of it; where the set has labels (translated source frames keep the
+    source's) and the target val set too, the class cast."""
     index = build_index(spec)
     frames = [read_image(s.image) for s in index.samples[:LOOKED_AT]]
     c = appearance.colour(frames)
@@ -117,10 +135,16 @@ def look(spec: str, target: dict, source: str | None = None) -> dict:
         originals = {s.rel: s.image for s in build_index(source).samples}
         kept = appearance.edges_kept((read_image(originals[s.rel]), frame)
                                      for s, frame in zip(index.samples, frames) if s.rel in originals)
+    class_cast = None
+    if target.get("class_colour") and index.labelled:
+        mine = appearance.class_colour((frame, fit_label(read_label(s.label, index.label_format), frame.shape[:2]))
+                                       for s, frame in zip(index.samples, frames))
+        class_cast = appearance.class_cast(mine, target["class_colour"], L.CLASS_NAMES) if mine else None
     return {"checkerboard_db": appearance.checkerboard_db(frames), "colour": c,
             "colour_shift": appearance.colour_shift(c, target["colour"]), "edges_kept": kept,
-            "target_checkerboard_db": target["checkerboard_db"], "target_colour": target["colour"],
-            "target_val_cast": target.get("val_cast"), "cast_jnd": appearance.CAST_JND}
+            "class_cast": class_cast, "target_checkerboard_db": target["checkerboard_db"],
+            "target_colour": target["colour"], "target_val_cast": target.get("val_cast"),
+            "target_train_class_cast": target.get("train_class_cast"), "cast_jnd": appearance.CAST_JND}
 
 
 @torch.no_grad()

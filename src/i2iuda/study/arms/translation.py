@@ -199,13 +199,15 @@ def read_translation_scores(arm) -> dict:
     if t is None:
         return {}
     kf, fcn, look = t.get("kid_fid") or {}, t.get("fcn_score"), t.get("appearance") or {}
-    shift = look.get("colour_shift") or {}
+    shift, cc = look.get("colour_shift") or {}, look.get("class_cast") or {}
     return {"translation": {"fcn_score_mIoU": fcn["mIoU"] if fcn else None, "fcn_score_PA": fcn["PA"] if fcn else None,
                             "KID": kf.get("KID"), "KID_std": kf.get("KID_std"), "FID": kf.get("FID"),
                             "N": [kf["N_fake"], kf["N_real"]] if "N_fake" in kf else None,
                             "checkerboard_db": look.get("checkerboard_db"), "cast": shift.get("cast"),
                             "cast_hue_deg": shift.get("cast_hue_deg"), "chroma_shift": shift.get("chroma"),
-                            "edges_kept": look.get("edges_kept"),
+                            "edges_kept": look.get("edges_kept"), "class_cast": cc.get("cast"),
+                            "class_lightness": cc.get("lightness"),
+                            "target_train_class_cast": look.get("target_train_class_cast"),
                             "target_checkerboard_db": look.get("target_checkerboard_db"),
                             "target_val_cast": look.get("target_val_cast"), "cast_jnd": look.get("cast_jnd")}}
 
@@ -243,4 +245,17 @@ def look_section(look: dict | None) -> list[str]:
             + f"; from about {CAST_JND} a cast is visible, one just-noticeable difference)"
             + (f"; edges kept {look['edges_kept']:.2f} (the correlation of the translated and the source frames' "
                "luminance edges: 1 = the same; smeared edges and streaks lower it)" if look.get("edges_kept") is not None
-               else "") + ".", ""]
+               else "")
+            + class_cast_text(look) + ".", ""]
+
+
+def class_cast_text(look: dict) -> str:
+    """The class cast clause of ``look_section`` ("" where the look stage had no labels for it)."""
+    cc, floor = look.get("class_cast") or {}, look.get("target_train_class_cast")
+    if cc.get("cast") is None:
+        return ""
+    return (f"; **class cast** {cc['cast']:.2f} a\\*b\\* units, lightness {cc['lightness']:+.2f} (per class, the distance "
+            "of the class's mean colour from the same class's in the target val frames, weighted by the class's share "
+            "of the pixels: it reads *target val labels*; the target's own train frames: "
+            + (f"{floor:.2f}" if floor is not None else "–") + "; most of it: "
+            + ", ".join(f"{w['class']} {w['cast']:.1f}" for w in cc["worst"]) + ")")
