@@ -233,9 +233,9 @@ def look_section(look: dict | None) -> list[str]:
     """The appearance of the translated frames beside the target's (checkerboard, colour cast)."""
     if not look or look.get("checkerboard_db") is None:
         return []
-    c, shift = look["colour"], look["colour_shift"]
+    c, shift = look.get("target_colour") or look["colour"], look["colour_shift"]
     floor = look.get("target_val_cast")
-    return [f"**How the translated frames look** (appearance.py; the first 200 source val frames against 200 target "
+    return [f"**How the translated frames look** (appearance.py; up to 200 source val frames against 200 target "
             f"train frames): checkerboard {look['checkerboard_db']:.2f} dB (the target's own frames: "
             f"{look['target_checkerboard_db']:.2f} dB; above it, the periodic artifacts of up-sampling); colour cast "
             f"{shift['cast']:.2f} a\\*b\\* units towards {hue_name(shift['cast_hue_deg'])} ({shift['cast_hue_deg']:.0f}°), "
