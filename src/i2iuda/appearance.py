@@ -124,7 +124,8 @@ def class_colour(pairs: Iterable[tuple[np.ndarray, np.ndarray]], n_classes: int 
 def class_cast(frames: dict, reference: dict, names: Sequence[str] | None = None, top: int = 3) -> dict:
     """The module docstring's class cast of ``frames`` against ``reference`` (both from
     ``class_colour``), its lightness and chroma differences so weighted, and the ``top`` classes
-    whose a*b* is furthest from the reference's (named by ``names``)."""
+    that make most of it (share x distance: what a viewer sees most of), named by ``names``.
+    Classes the reference does not show are left out."""
     px, ref_px = np.array(frames["pixels"], float), np.array(reference["pixels"])
     w = px * (ref_px > 0)
     if not w.sum():
@@ -132,7 +133,7 @@ def class_cast(frames: dict, reference: dict, names: Sequence[str] | None = None
     w /= w.sum()
     f, r = ({k: np.array(d[k]) for k in ("L", "a", "b", "chroma")} for d in (frames, reference))
     dist = np.hypot(f["a"] - r["a"], f["b"] - r["b"])
-    worst = [int(c) for c in np.argsort(-w * dist)[:top] if w[c] > 0]  # what a viewer sees most of
+    worst = [int(c) for c in np.argsort(-w * dist)[:top] if w[c] > 0]
     return {"cast": float(w @ dist), "lightness": float(w @ (f["L"] - r["L"])), "chroma": float(w @ (f["chroma"] - r["chroma"])),
             "worst": [{"class": names[c] if names else c, "cast": float(dist[c]), "share": float(w[c])} for c in worst]}
 
