@@ -26,7 +26,7 @@ import numpy as np
 from i2iuda.config import load_config
 from i2iuda.study import Study, StudyConfig
 from i2iuda.study.arms import Translation
-from i2iuda.study.diagnostics import frames_of, labelled_frames, look
+from i2iuda.study.diagnostics import class_reference, frames_of, look, read_set
 
 
 def applied(study, only: list[str] | None = None) -> list[Translation]:
@@ -41,13 +41,12 @@ def rows_of(run: Path, n: int, only: list[str] | None = None) -> list[dict]:
     target = frames_of(study.specs["target_train"], n)
     from i2iuda import appearance
 
-    val_pairs = labelled_frames(study.specs["target_val"])  # the look stage's reference, as many frames as it
+    # the class cast's reference and floor as the look stage measures them (its number of frames)
+    classes, class_floor = class_reference(read_set(study.specs["target_val"]), read_set(study.specs["target_train"]))
     floor = {"checkerboard_db": appearance.checkerboard_db(target), "colour": appearance.colour(target),
-             "class_colour": appearance.class_colour(val_pairs) if val_pairs else None}
-    train_pairs = labelled_frames(study.specs["target_train"]) if val_pairs else None
+             "class_colour": classes}
     out = [{"arm": "(target train)", "checkerboard_db": floor["checkerboard_db"], "cast": 0.0, "chroma_shift": 0.0,
-            "class_cast": (appearance.class_cast(appearance.class_colour(train_pairs), floor["class_colour"])["cast"]
-                           if train_pairs else None)}]
+            "class_cast": class_floor}]
     specs = [("(target val)", study.specs["target_val"], None), ("(raw source)", study.specs["source_val"], None)]
     specs += [(a.name, a.translated("val"), study.specs["source_val"]) for a in applied(study, only)]
     kid = None

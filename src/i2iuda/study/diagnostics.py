@@ -88,12 +88,27 @@ def frames_of(spec: str, n: int | None = LOOKED_AT) -> list[np.ndarray]:
     return [read_image(s.image) for s in build_index(spec).samples[:n]]
 
 
-def labelled_frames(spec: str, n: int | None = LOOKED_AT) -> list[tuple[np.ndarray, np.ndarray]] | None:
-    """The first ``n`` (frame, trainIds) pairs of a set, or None where it has no labels."""
+def read_set(spec: str, n: int | None = LOOKED_AT) -> tuple[list, list[np.ndarray], list[np.ndarray] | None]:
+    """The first ``n`` samples of a set, their frames and, where the set has labels, their trainIds
+    (None where it has none): each file read once."""
     index = build_index(spec)
+    samples = index.samples[:n]
+    frames = [read_image(s.image) for s in samples]
     if not index.labelled:
-        return None
-    return [load_pair(s, index.label_format) for s in index.samples[:n]]
+        return samples, frames, None
+    return samples, frames, [fit_label(read_label(s.label, index.label_format), f.shape[:2]) for s, f in zip(samples, frames)]
+
+
+def class_reference(val: tuple, train: tuple) -> tuple[dict | None, float | None]:
+    """The class cast's reference, the class colours of the target val frames (``val``: a
+    ``read_set``), and its floor, the class cast of the target train frames (``train``) against
+    it; (None, None) without val labels, the floor None without train labels."""
+    _, val_frames, val_labels = val
+    classes = appearance.class_colour(zip(val_frames, val_labels)) if val_labels else None
+    _, train_frames, train_labels = train
+    if classes is None or not train_labels:
+        return classes, None
+    return classes, appearance.class_cast(appearance.class_colour(zip(train_frames, train_labels)), classes)["cast"]
 
 
 def target_look(study) -> dict:
@@ -107,17 +122,12 @@ def target_look(study) -> dict:
     cached = read_json(cache, None)
     if (cached is None or cached.get("frames") != spec or cached.get("val_frames") != val_spec
             or "class_colour" not in cached):
-        target = frames_of(spec)
-        c = appearance.colour(target)
-        val = appearance.colour(frames_of(val_spec))
-        val_pairs = labelled_frames(val_spec)
-        classes = appearance.class_colour(val_pairs) if val_pairs else None
-        train_pairs = labelled_frames(spec) if classes else None
-        cached = {"frames": spec, "val_frames": val_spec, "checkerboard_db": appearance.checkerboard_db(target),
-                  "colour": c, "val_cast": appearance.colour_shift(val, c)["cast"] if val and c else None,
-                  "class_colour": classes,
-                  "train_class_cast": (appearance.class_cast(appearance.class_colour(train_pairs), classes)["cast"]
-                                       if train_pairs else None)}
+        train, val = read_set(spec), read_set(val_spec)
+        c, val_colour = appearance.colour(train[1]), appearance.colour(val[1])
+        classes, floor = class_reference(val, train)
+        cached = {"frames": spec, "val_frames": val_spec, "checkerboard_db": appearance.checkerboard_db(train[1]),
+                  "colour": c, "val_cast": appearance.colour_shift(val_colour, c)["cast"] if val_colour and c else None,
+                  "class_colour": classes, "train_class_cast": floor}
         write_json(cache, cached)
     return cached
 
@@ -127,18 +137,16 @@ def look(spec: str, target: dict, source: str | None = None) -> dict:
     ``target_look``); with ``source``, the set those frames were translated from (the same names),
     the edges they kept of it; where the set has labels (translated source frames keep the
     source's) and the target val set too, the class cast."""
-    index = build_index(spec)
-    frames = [read_image(s.image) for s in index.samples[:LOOKED_AT]]
+    samples, frames, labels = read_set(spec)
     c = appearance.colour(frames)
     kept = None
     if source is not None:
         originals = {s.rel: s.image for s in build_index(source).samples}
         kept = appearance.edges_kept((read_image(originals[s.rel]), frame)
-                                     for s, frame in zip(index.samples, frames) if s.rel in originals)
+                                     for s, frame in zip(samples, frames) if s.rel in originals)
     class_cast = None
-    if target.get("class_colour") and index.labelled:
-        mine = appearance.class_colour((frame, fit_label(read_label(s.label, index.label_format), frame.shape[:2]))
-                                       for s, frame in zip(index.samples, frames))
+    if target.get("class_colour") and labels:
+        mine = appearance.class_colour(zip(frames, labels))
         class_cast = appearance.class_cast(mine, target["class_colour"], L.CLASS_NAMES) if mine else None
     return {"checkerboard_db": appearance.checkerboard_db(frames), "colour": c,
             "colour_shift": appearance.colour_shift(c, target["colour"]), "edges_kept": kept,
